@@ -1,0 +1,70 @@
+//! Login by emailed code, sessions, and the caller's own identity.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Kind;
+
+/// `POST /api/v1/pchat/auth/request-code`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RequestCodeRequest {
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Free text such as "login"; recorded, not interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RequestCodeResponse {
+    pub ok: bool,
+    /// Whether the code was sent by email.
+    pub emailed: bool,
+    /// The code itself, only when the relay exposes codes (development, loopback without SMTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_code: Option<String>,
+    /// Seconds until the code expires.
+    pub expires_in: u64,
+}
+
+/// `POST /api/v1/pchat/auth/verify-code`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerifyCodeRequest {
+    pub email: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Wanted chat address for a new identity; an email that verifies again keeps its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_visible: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VerifyCodeResponse {
+    pub ok: bool,
+    /// `pct_…`: send it as the `X-PChat-Session` header. Shown once; the relay keeps only a hash.
+    pub session_token: String,
+    pub chat_address: String,
+    pub display_name: String,
+    pub kind: Kind,
+    pub public_visible: bool,
+    /// RFC 3339 time the session expires.
+    pub expires_at: String,
+}
+
+/// `GET /api/v1/webchat/me`: who the session belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MeResponse {
+    pub ok: bool,
+    pub email: String,
+    pub chat_address: String,
+    pub display_name: String,
+    pub kind: Kind,
+    pub public_visible: bool,
+    pub expires_at: String,
+}

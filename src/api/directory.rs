@@ -1,0 +1,39 @@
+//! The directory of public identities.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::Kind;
+
+/// Query of `GET /api/v1/webchat/directory`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+pub struct DirectoryQuery {
+    /// Case-insensitive substring of a display name or chat address; empty lists everyone.
+    pub q: Option<String>,
+    /// At most this many results (1–200, default 50).
+    pub limit: Option<u32>,
+}
+
+/// One identity as the directory shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DirectoryEntry {
+    /// "user" (groups join the directory later).
+    #[serde(rename = "type")]
+    pub entry_type: String,
+    pub chat_address: String,
+    pub display_name: String,
+    pub kind: Kind,
+    pub online: bool,
+    /// RFC 3339 time of the last presence update, if any.
+    pub last_seen: Option<String>,
+    pub device_name: Option<String>,
+    pub session_name: Option<String>,
+    pub listen_channel: Option<String>,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DirectoryResponse {
+    pub ok: bool,
+    pub results: Vec<DirectoryEntry>,
+}

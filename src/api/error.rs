@@ -1,0 +1,134 @@
+//! The one error shape every relay endpoint answers with, and its stable codes.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Stable, machine-readable error codes. Clients branch on these, never on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// The JSON is well formed but a field is missing or has the wrong type or value.
+    InvalidRequest,
+    /// A chat address does not follow the address rules.
+    InvalidAddress,
+    /// An email address is not valid.
+    InvalidEmail,
+    /// A poll cursor is not one this relay issued.
+    InvalidCursor,
+    /// A message has neither text nor attachments.
+    EmptyMessage,
+    /// The channel needs a bridge this relay does not have.
+    ChannelUnavailable,
+    /// No session token was sent.
+    Unauthorized,
+    /// The session token is unknown, logged out or expired.
+    InvalidToken,
+    /// The caller may not do this.
+    Forbidden,
+    /// `source` is not the caller's own address.
+    SenderMismatch,
+    /// `chat_address` is not the caller's own address.
+    AddressMismatch,
+    /// The chat address belongs to someone else.
+    AddressTaken,
+    /// No identity (or group) has that address.
+    UnknownRecipient,
+    /// Nothing exists at that path or id.
+    NotFound,
+    /// The path exists but not for that HTTP method.
+    MethodNotAllowed,
+    /// Body, text or file is over the limit.
+    PayloadTooLarge,
+    /// Too many requests; try again later.
+    RateLimited,
+    /// The login code is wrong.
+    CodeInvalid,
+    /// The login code has expired or was never requested.
+    CodeExpired,
+    /// Too many wrong tries; request a new code.
+    CodeLocked,
+    /// The relay cannot deliver login codes (no SMTP, codes not exposed).
+    EmailNotConfigured,
+    /// The SMTP server refused or could not be reached.
+    MailFailed,
+    /// This relay does not accept new registrations from that email.
+    RegistrationClosed,
+    /// Only a stream group's writers may post in it.
+    StreamReadOnly,
+    /// The caller is not a member of that group.
+    NotMember,
+    /// The relay's storage failed; the request was not carried out.
+    StorageUnavailable,
+    /// An unexpected failure in the relay. Never expected; report it.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        // Mirrors the serde names; a unit test keeps the two in step.
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidAddress => "invalid_address",
+            ErrorCode::InvalidEmail => "invalid_email",
+            ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::EmptyMessage => "empty_message",
+            ErrorCode::ChannelUnavailable => "channel_unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::SenderMismatch => "sender_mismatch",
+            ErrorCode::AddressMismatch => "address_mismatch",
+            ErrorCode::AddressTaken => "address_taken",
+            ErrorCode::UnknownRecipient => "unknown_recipient",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::CodeInvalid => "code_invalid",
+            ErrorCode::CodeExpired => "code_expired",
+            ErrorCode::CodeLocked => "code_locked",
+            ErrorCode::EmailNotConfigured => "email_not_configured",
+            ErrorCode::MailFailed => "mail_failed",
+            ErrorCode::RegistrationClosed => "registration_closed",
+            ErrorCode::StreamReadOnly => "stream_read_only",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `{"code": "...", "message": "..."}`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// `{"ok": false, "error": {...}}`: the body of every non-2xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub ok: bool,
+    pub error: ErrorDetail,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            ok: false,
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}

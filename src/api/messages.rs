@@ -1,0 +1,142 @@
+//! Sending and receiving: the message as delivered, send and poll.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Kind, de_opt_string_or_number};
+
+/// What a delivered event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// A new message.
+    #[default]
+    Message,
+    /// The author changed a message's text; `text` is the new text.
+    Edit,
+    /// The author (or a group admin) deleted a message.
+    Delete,
+    /// `from` has read the message `message_id` (which the receiver sent).
+    Read,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Message => "message",
+            EventType::Edit => "edit",
+            EventType::Delete => "delete",
+            EventType::Read => "read",
+        }
+    }
+    pub fn parse(s: &str) -> Option<EventType> {
+        match s {
+            "message" => Some(EventType::Message),
+            "edit" => Some(EventType::Edit),
+            "delete" => Some(EventType::Delete),
+            "read" => Some(EventType::Read),
+            _ => None,
+        }
+    }
+}
+
+/// A file attached to a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Attachment {
+    pub file_id: String,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+    /// image, video, audio, voice or file
+    pub kind: String,
+    /// Download path on the relay (`/api/v1/webchat/files/<file_id>`), or an absolute URL.
+    pub url: String,
+    #[serde(default)]
+    pub sha256: String,
+}
+
+/// One delivered event, as poll returns it (and as the daemon writes it to inbox.jsonl).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    /// Position of this event in the receiver's stream; pass it back as `after`.
+    pub cursor: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub message_id: String,
+    /// Address of the author (for "read": of the reader).
+    pub from: String,
+    pub from_name: String,
+    pub from_kind: Kind,
+    /// The receiver's address, or `group:grp_…` for a group message.
+    pub to: String,
+    pub text: String,
+    /// RFC 3339 time of this event.
+    pub created_at: String,
+    pub reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// `POST /api/v1/messages`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SendRequest {
+    /// `pchat_free_phone` for relay traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_id: Option<String>,
+    /// `pchat` (the default). Other channels need a PhoneRelay bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The sender's address; must be the caller's own when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A chat address, or `group:grp_…`.
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<Vec<Attachment>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SendResponse {
+    pub ok: bool,
+    pub message_id: String,
+    pub created_at: String,
+}
+
+/// `POST /api/v1/webchat/poll`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct PollRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_id: Option<String>,
+    /// Must be the caller's own address when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_address: Option<String>,
+    /// 1–500, default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Read after this cursor without consuming ("0" = from the start). Without it the
+    /// session's own cursor is used and advanced (claim).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_opt_string_or_number"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub after: Option<String>,
+    /// Seconds to hold the request open until something arrives (0–90, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PollResponse {
+    pub ok: bool,
+    pub messages: Vec<Message>,
+    /// Pass as `after` to read what comes next.
+    pub next_cursor: String,
+}

@@ -1,0 +1,277 @@
+//! Login by emailed code, logout, and `me`.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, JsonBody, token_hash};
+use super::store::{CodeRejection, LoginOutcome, Registration};
+use crate::api::address::{normalize_address, normalize_email};
+use crate::api::auth::{
+    MeResponse, RequestCodeRequest, RequestCodeResponse, VerifyCodeRequest, VerifyCodeResponse,
+};
+use crate::api::{ErrorBody, ErrorCode, OkResponse, TOKEN_PREFIX, now_millis, rfc3339_from_millis};
+
+/// Login codes live this long.
+pub const CODE_TTL_SECS: u64 = 600;
+/// Wrong tries before a code is void.
+pub const CODE_MAX_ATTEMPTS: u32 = 5;
+/// Longest display name.
+pub const MAX_NAME_CHARS: usize = 80;
+
+/// Per-email and per-IP limits on request-code.
+pub struct CodeLimits {
+    per_email: Option<DefaultKeyedRateLimiter<String>>,
+    per_ip: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+fn per_ten_minutes(n: u32) -> Option<DefaultKeyedRateLimiter<String>> {
+    let burst = NonZeroU32::new(n)?;
+    let quota = Quota::with_period(Duration::from_secs(600) / n)?.allow_burst(burst);
+    Some(RateLimiter::keyed(quota))
+}
+
+impl CodeLimits {
+    pub fn new(per_email: u32, per_ip: u32) -> CodeLimits {
+        CodeLimits {
+            per_email: per_ten_minutes(per_email),
+            per_ip: per_ten_minutes(per_ip),
+        }
+    }
+
+    fn check(&self, email: &str, ip: &str) -> ApiResult<()> {
+        if let Some(l) = &self.per_ip
+            && l.check_key(&ip.to_string()).is_err()
+        {
+            return Err(ApiError::rate_limited(
+                "too many login codes requested from this address; wait a few minutes",
+            ));
+        }
+        if let Some(l) = &self.per_email
+            && l.check_key(&email.to_string()).is_err()
+        {
+            return Err(ApiError::rate_limited(
+                "too many login codes requested for this email; wait a few minutes and use the newest code",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets idle keys so the maps do not grow without bound.
+    pub fn sweep(&self) {
+        for l in [&self.per_email, &self.per_ip].into_iter().flatten() {
+            l.retain_recent();
+        }
+    }
+}
+
+fn code_hash(email: &str, code: &str) -> String {
+    token_hash(&format!("{email}:{}", code.trim()))
+}
+
+fn six_digit_code() -> String {
+    let n: u32 = rand::random_range(0..1_000_000);
+    format!("{n:06}")
+}
+
+pub(crate) fn clean_name(name: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            format!("display_name is over {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "display_name may not hold control characters",
+        ));
+    }
+    Ok(Some(name.to_string()))
+}
+
+fn bad_email(e: String) -> ApiError {
+    ApiError::bad_request(ErrorCode::InvalidEmail, e)
+}
+
+/// Sends a 6-digit login code by email (and returns it when the relay exposes codes).
+#[utoipa::path(post, path = "/api/v1/pchat/auth/request-code", tag = "auth",
+    request_body = RequestCodeRequest,
+    responses(
+        (status = 200, body = RequestCodeResponse),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+pub async fn request_code(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    JsonBody(req): JsonBody<RequestCodeRequest>,
+) -> ApiResult<Json<RequestCodeResponse>> {
+    let email = normalize_email(&req.email).map_err(bad_email)?;
+    let display_name = clean_name(req.display_name.as_deref())?.unwrap_or_default();
+    let config = &state.config;
+    if !config.can_deliver_codes() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::EmailNotConfigured,
+            "this relay cannot deliver login codes: its operator must set SMTP_HOST (with SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM) or PCHAT_DEV_EXPOSE_CODES=true",
+        ));
+    }
+    state.code_limits.check(&email, &peer.ip().to_string())?;
+    if !config.may_register(&email) && state.store.user_by_email(&email).await?.is_none() {
+        return Err(ApiError::forbidden(
+            ErrorCode::RegistrationClosed,
+            "this relay is private and does not take new registrations from that email; ask its operator",
+        ));
+    }
+
+    let code = six_digit_code();
+    let expires_at = now_millis() + (CODE_TTL_SECS as i64) * 1000;
+    state
+        .store
+        .put_login_code(&email, &code_hash(&email, &code), expires_at)
+        .await?;
+
+    let mut emailed = false;
+    if let Some(mailer) = &state.mailer {
+        if let Err(e) = mailer.send_code(&email, &display_name, &code).await {
+            tracing::warn!(error = %e, "could not mail a login code");
+            if !config.expose_codes() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorCode::MailFailed,
+                    "the relay could not send the login code email; try again later or tell the relay's operator",
+                ));
+            }
+        } else {
+            emailed = true;
+        }
+    }
+    Ok(Json(RequestCodeResponse {
+        ok: true,
+        emailed,
+        dev_code: config.expose_codes().then_some(code),
+        expires_in: CODE_TTL_SECS,
+    }))
+}
+
+/// Checks a login code and opens a session, creating the identity on first login.
+#[utoipa::path(post, path = "/api/v1/pchat/auth/verify-code", tag = "auth",
+    request_body = VerifyCodeRequest,
+    responses(
+        (status = 200, body = VerifyCodeResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody),
+    ))]
+pub async fn verify_code(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<VerifyCodeRequest>,
+) -> ApiResult<Json<VerifyCodeResponse>> {
+    let email = normalize_email(&req.email).map_err(bad_email)?;
+    let chat_address = match req.chat_address.as_deref().map(str::trim) {
+        Some(a) if !a.is_empty() => Some(
+            normalize_address(a)
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidAddress, e))?,
+        ),
+        _ => None,
+    };
+    let display_name = clean_name(req.display_name.as_deref())?;
+    let reg = Registration {
+        allow_new: state.config.may_register(&email),
+        email,
+        display_name,
+        chat_address,
+        public_visible: req.public_visible,
+        kind: req.kind,
+    };
+
+    let mut raw = [0u8; 32];
+    rand::fill(&mut raw);
+    let token = format!("{TOKEN_PREFIX}{}", hex::encode(raw));
+    let now = now_millis();
+    let expires_at = now + state.config.session_ttl_secs * 1000;
+    let outcome = state
+        .store
+        .verify_and_login(
+            &code_hash(&reg.email, &req.code),
+            CODE_MAX_ATTEMPTS,
+            reg,
+            &token_hash(&token),
+            now,
+            expires_at,
+        )
+        .await?;
+    match outcome {
+        LoginOutcome::LoggedIn { user, .. } => Ok(Json(VerifyCodeResponse {
+            ok: true,
+            session_token: token,
+            chat_address: user.chat_address,
+            display_name: user.display_name,
+            kind: user.kind,
+            public_visible: user.public_visible,
+            expires_at: rfc3339_from_millis(expires_at),
+        })),
+        LoginOutcome::Rejected(CodeRejection::Expired) => Err(ApiError::unauthorized(
+            ErrorCode::CodeExpired,
+            "no valid login code for this email (it expired or was used); request a new one",
+        )),
+        LoginOutcome::Rejected(CodeRejection::Wrong { remaining }) => Err(ApiError::unauthorized(
+            ErrorCode::CodeInvalid,
+            format!("wrong login code; {remaining} tries left"),
+        )),
+        LoginOutcome::Rejected(CodeRejection::Locked) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::CodeLocked,
+            "too many wrong tries; request a new code",
+        )),
+        LoginOutcome::AddressTaken => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::AddressTaken,
+            "that chat address belongs to someone else; choose another",
+        )),
+        LoginOutcome::RegistrationClosed => Err(ApiError::forbidden(
+            ErrorCode::RegistrationClosed,
+            "this relay is private and does not take new registrations from that email",
+        )),
+    }
+}
+
+/// Ends the calling session; its token stops working at once.
+#[utoipa::path(post, path = "/api/v1/pchat/auth/logout", tag = "auth",
+    security(("session" = [])),
+    responses((status = 200, body = OkResponse), (status = 401, body = ErrorBody)))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+) -> ApiResult<Json<OkResponse>> {
+    state.end_session(&session).await?;
+    Ok(Json(OkResponse::ok()))
+}
+
+/// The identity behind the session token.
+#[utoipa::path(get, path = "/api/v1/webchat/me", tag = "auth",
+    security(("session" = [])),
+    responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
+pub async fn me(Auth(session): Auth) -> Json<MeResponse> {
+    Json(MeResponse {
+        ok: true,
+        email: session.user.email,
+        chat_address: session.user.chat_address,
+        display_name: session.user.display_name,
+        kind: session.user.kind,
+        public_visible: session.user.public_visible,
+        expires_at: rfc3339_from_millis(session.expires_at),
+    })
+}

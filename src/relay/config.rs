@@ -1,0 +1,383 @@
+//! Relay settings: command-line flags, then the process environment, then an env file
+//! (`--env-file`, or `.env.local` in the working directory), then defaults. The keys are the
+//! seed's (HOST, PORT, BRIDGE_DB_PATH, PCHAT_UPLOAD_DIR, PCHAT_FREE_MODE_ENABLED,
+//! PCHAT_DEV_EXPOSE_CODES, SMTP_*), plus a few PCHAT_* tuning keys of our own.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::store::SyncMode;
+
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 5110;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading env file {path}: {source}")]
+    EnvFile {
+        path: String,
+        #[source]
+        source: dotenvy::Error,
+    },
+    #[error("{key}={value:?} is not valid: {why}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("no data directory could be found for this user; pass --data-dir or set XDG_DATA_HOME")]
+    NoDataDir,
+}
+
+/// Flags of `gts-webchat relay` that override the environment.
+#[derive(Debug, Clone, Default)]
+pub struct RelayFlags {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+    pub env_file: Option<PathBuf>,
+}
+
+/// How the relay reaches its SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    StartTls,
+    Tls,
+    None,
+}
+
+#[derive(Clone)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub from: String,
+    pub security: SmtpSecurity,
+}
+
+// Hand-written so the password can never reach a log through `{:?}`.
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from)
+            .field("security", &self.security)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub host: String,
+    pub port: u16,
+    /// Whether a port was asked for (flag or PORT); if not, a busy default moves on.
+    pub port_explicit: bool,
+    pub data_dir: PathBuf,
+    pub db_path: PathBuf,
+    pub upload_dir: PathBuf,
+    /// Anyone may register by email (the seed's free public relay). When off, only
+    /// existing identities and PCHAT_ALLOWED_EMAILS may log in.
+    pub free_mode: bool,
+    pub allowed_emails: Vec<String>,
+    /// PCHAT_DEV_EXPOSE_CODES as set; `None` means "decide from SMTP and the bind address".
+    pub dev_expose_codes: Option<bool>,
+    pub smtp: Option<SmtpConfig>,
+    pub session_ttl_secs: i64,
+    pub max_upload_bytes: u64,
+    /// Login codes one email may request per 10 minutes (0 = unlimited).
+    pub code_rate_per_email: u32,
+    /// Login codes one IP may request per 10 minutes (0 = unlimited).
+    pub code_rate_per_ip: u32,
+    pub sync: SyncMode,
+}
+
+fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            key,
+            value: v.to_string(),
+            why: "expected true or false".into(),
+        }),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &'static str, v: &str) -> Result<T, ConfigError> {
+    v.trim().parse().map_err(|_| ConfigError::Invalid {
+        key,
+        value: v.to_string(),
+        why: "expected a whole number".into(),
+    })
+}
+
+/// The data directory a relay uses when none is given: `$XDG_DATA_HOME/gts-webchat`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("gts-webchat"))
+}
+
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+impl RelayConfig {
+    /// Loads settings; `env` is the process environment (passed in so tests stay pure).
+    pub fn load(
+        flags: &RelayFlags,
+        env: &HashMap<String, String>,
+    ) -> Result<RelayConfig, ConfigError> {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        let env_file = flags
+            .env_file
+            .clone()
+            .or_else(|| Some(PathBuf::from(".env.local")).filter(|p| p.is_file()));
+        if let Some(path) = env_file {
+            let iter = dotenvy::from_path_iter(&path).map_err(|source| ConfigError::EnvFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            for item in iter {
+                let (k, v) = item.map_err(|source| ConfigError::EnvFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                vars.insert(k, v);
+            }
+        }
+        // The process environment wins over the file, as with dotenv everywhere.
+        for (k, v) in env {
+            vars.insert(k.clone(), v.clone());
+        }
+        let get = |k: &str| vars.get(k).map(String::as_str).filter(|v| !v.is_empty());
+
+        let host = flags
+            .host
+            .clone()
+            .or_else(|| get("HOST").map(str::to_string))
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let (port, port_explicit) = match (flags.port, get("PORT")) {
+            (Some(p), _) => (p, true),
+            (None, Some(p)) => (parse_num("PORT", p)?, true),
+            (None, None) => (DEFAULT_PORT, false),
+        };
+        let data_dir = match &flags.data_dir {
+            Some(d) => d.clone(),
+            None => default_data_dir().ok_or(ConfigError::NoDataDir)?,
+        };
+        let rel = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                data_dir.join(p)
+            }
+        };
+        let db_path = get("BRIDGE_DB_PATH")
+            .map(rel)
+            .unwrap_or_else(|| data_dir.join("bridge.db"));
+        let upload_dir = get("PCHAT_UPLOAD_DIR")
+            .map(rel)
+            .unwrap_or_else(|| data_dir.join("pchat_uploads"));
+        let free_mode = match get("PCHAT_FREE_MODE_ENABLED") {
+            Some(v) => parse_bool("PCHAT_FREE_MODE_ENABLED", v)?,
+            None => true,
+        };
+        let allowed_emails = get("PCHAT_ALLOWED_EMAILS")
+            .map(|v| {
+                v.split(',')
+                    .map(|e| e.trim().to_ascii_lowercase())
+                    .filter(|e| !e.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let dev_expose_codes = match get("PCHAT_DEV_EXPOSE_CODES") {
+            Some(v) => Some(parse_bool("PCHAT_DEV_EXPOSE_CODES", v)?),
+            None => None,
+        };
+        let smtp = match get("SMTP_HOST") {
+            None => None,
+            Some(h) => {
+                let port: u16 = match get("SMTP_PORT") {
+                    Some(p) => parse_num("SMTP_PORT", p)?,
+                    None => 587,
+                };
+                let security = match get("SMTP_SECURITY").map(str::to_ascii_lowercase) {
+                    None if port == 465 => SmtpSecurity::Tls,
+                    None => SmtpSecurity::StartTls,
+                    Some(s) if s == "starttls" => SmtpSecurity::StartTls,
+                    Some(s) if s == "tls" => SmtpSecurity::Tls,
+                    Some(s) if s == "none" => SmtpSecurity::None,
+                    Some(s) => {
+                        return Err(ConfigError::Invalid {
+                            key: "SMTP_SECURITY",
+                            value: s,
+                            why: "expected starttls, tls or none".into(),
+                        });
+                    }
+                };
+                let username = get("SMTP_USERNAME").map(str::to_string);
+                let from = get("SMTP_FROM")
+                    .map(str::to_string)
+                    .or_else(|| username.clone().filter(|u| u.contains('@')))
+                    .unwrap_or_else(|| format!("webchat@{h}"));
+                Some(SmtpConfig {
+                    host: h.to_string(),
+                    port,
+                    username,
+                    password: get("SMTP_PASSWORD").map(str::to_string),
+                    from,
+                    security,
+                })
+            }
+        };
+        let session_ttl_days: i64 = match get("PCHAT_SESSION_TTL_DAYS") {
+            Some(v) => parse_num("PCHAT_SESSION_TTL_DAYS", v)?,
+            None => 30,
+        };
+        let max_upload_mb: u64 = match get("PCHAT_MAX_UPLOAD_MB") {
+            Some(v) => parse_num("PCHAT_MAX_UPLOAD_MB", v)?,
+            None => 25,
+        };
+        let code_rate_per_email = match get("PCHAT_CODE_RATE_PER_EMAIL") {
+            Some(v) => parse_num("PCHAT_CODE_RATE_PER_EMAIL", v)?,
+            None => 5,
+        };
+        let code_rate_per_ip = match get("PCHAT_CODE_RATE_PER_IP") {
+            Some(v) => parse_num("PCHAT_CODE_RATE_PER_IP", v)?,
+            None => 60,
+        };
+        let sync = match get("PCHAT_SQLITE_SYNC").map(str::to_ascii_lowercase) {
+            None => SyncMode::Full,
+            Some(s) if s == "full" => SyncMode::Full,
+            Some(s) if s == "normal" => SyncMode::Normal,
+            Some(s) => {
+                return Err(ConfigError::Invalid {
+                    key: "PCHAT_SQLITE_SYNC",
+                    value: s,
+                    why: "expected full or normal".into(),
+                });
+            }
+        };
+        Ok(RelayConfig {
+            host,
+            port,
+            port_explicit,
+            data_dir,
+            db_path,
+            upload_dir,
+            free_mode,
+            allowed_emails,
+            dev_expose_codes,
+            smtp,
+            session_ttl_secs: session_ttl_days.max(1) * 86_400,
+            max_upload_bytes: max_upload_mb.saturating_mul(1024 * 1024),
+            code_rate_per_email,
+            code_rate_per_ip,
+            sync,
+        })
+    }
+
+    /// Whether login codes go back in the request-code answer.
+    pub fn expose_codes(&self) -> bool {
+        self.dev_expose_codes
+            .unwrap_or(self.smtp.is_none() && is_loopback(&self.host))
+    }
+
+    /// Whether anyone can receive a login code at all.
+    pub fn can_deliver_codes(&self) -> bool {
+        self.smtp.is_some() || self.expose_codes()
+    }
+
+    /// Whether `email` may create a new identity here.
+    pub fn may_register(&self, email: &str) -> bool {
+        self.free_mode
+            || self
+                .allowed_emails
+                .iter()
+                .any(|pattern| match pattern.strip_prefix("*@") {
+                    Some(domain) => email.rsplit_once('@').is_some_and(|(_, d)| d == domain),
+                    None => pattern == email,
+                })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn flags() -> RelayFlags {
+        RelayFlags {
+            data_dir: Some(PathBuf::from("/tmp/x")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_expose_codes_on_loopback_only() {
+        let c = RelayConfig::load(&flags(), &env(&[])).unwrap();
+        assert_eq!(c.port, DEFAULT_PORT);
+        assert!(!c.port_explicit);
+        assert!(c.expose_codes());
+        assert_eq!(c.db_path, PathBuf::from("/tmp/x/bridge.db"));
+        let c = RelayConfig::load(&flags(), &env(&[("HOST", "0.0.0.0")])).unwrap();
+        assert!(!c.expose_codes());
+        assert!(!c.can_deliver_codes());
+        let c = RelayConfig::load(
+            &flags(),
+            &env(&[("HOST", "0.0.0.0"), ("PCHAT_DEV_EXPOSE_CODES", "true")]),
+        )
+        .unwrap();
+        assert!(c.expose_codes());
+    }
+
+    #[test]
+    fn smtp_password_is_not_in_debug_output() {
+        let c = RelayConfig::load(
+            &flags(),
+            &env(&[
+                ("SMTP_HOST", "mail.example.com"),
+                ("SMTP_PASSWORD", "hunter2"),
+            ]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.expose_codes());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = RelayConfig::load(&flags(), &env(&[("PORT", "eleven")])).unwrap_err();
+        assert!(e.to_string().contains("PORT"));
+    }
+
+    #[test]
+    fn allowlist_patterns() {
+        let c = RelayConfig::load(
+            &flags(),
+            &env(&[
+                ("PCHAT_FREE_MODE_ENABLED", "false"),
+                ("PCHAT_ALLOWED_EMAILS", "a@x.com, *@team.dev"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.may_register("a@x.com"));
+        assert!(c.may_register("bob@team.dev"));
+        assert!(!c.may_register("eve@evil.dev"));
+    }
+}

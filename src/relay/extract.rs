@@ -1,0 +1,140 @@
+//! Request extractors that answer bad input with our JSON error shape, never axum's text.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use super::store::SessionInfo;
+use crate::api::{ErrorCode, SESSION_HEADER, TOKEN_PREFIX};
+
+/// Largest JSON body any endpoint takes.
+pub const MAX_JSON_BODY: usize = 256 * 1024;
+
+/// A JSON body, read whatever the Content-Type says (the seed's edit/delete/read examples send
+/// none). An empty body reads as `{}` so optional-only requests need no body at all.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let body = Limited::new(req.into_body(), MAX_JSON_BODY);
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(ApiError::too_large(format!(
+                    "request body is over {} KiB",
+                    MAX_JSON_BODY / 1024
+                )));
+            }
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    ErrorCode::InvalidRequest,
+                    "the request body could not be read",
+                ));
+            }
+        };
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        parse_json(bytes).map(JsonBody)
+    }
+}
+
+/// Decodes JSON, telling syntax errors (`invalid_json`) from shape errors (`invalid_request`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
+                ErrorCode::InvalidJson,
+                format!("the request body is not valid JSON: {e}"),
+            ),
+            Category::Data => ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                format!("the request body does not have the expected fields: {e}"),
+            ),
+        }
+    })
+}
+
+/// Query parameters, with our error shape on failure.
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded_from_str(q).map(Query)
+    }
+}
+
+fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(q).map_err(|e| {
+        ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            format!("bad query parameters: {e}"),
+        )
+    })
+}
+
+/// SHA-256 of a session token, the only form the relay stores or caches.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The caller's session, from `X-PChat-Session` (or `Authorization: Bearer pct_…`).
+pub struct Auth(pub SessionInfo);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::trim)
+                    .filter(|v| v.starts_with(TOKEN_PREFIX))
+            });
+        let Some(token) = header else {
+            return Err(ApiError::unauthorized(
+                ErrorCode::Unauthorized,
+                "no session token: send it in the X-PChat-Session header (log in with /api/v1/pchat/auth/verify-code)",
+            ));
+        };
+        match state.session(&token_hash(token)).await? {
+            Some(session) => Ok(Auth(session)),
+            None => Err(ApiError::unauthorized(
+                ErrorCode::InvalidToken,
+                "the session token is unknown, logged out or expired; log in again",
+            )),
+        }
+    }
+}

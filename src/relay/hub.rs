@@ -1,0 +1,75 @@
+//! In-process wakeups for long-polls.
+//!
+//! A `watch` channel per identity that has a waiting poller. Pollers subscribe *before* they
+//! read the database and then wait for a change, so a write that commits between the read and
+//! the wait still wakes them (a bare `Notify` would lose it). The database stays the truth;
+//! the hub only rings the doorbell.
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+#[derive(Default)]
+pub struct Hub {
+    bells: DashMap<i64, watch::Sender<u64>>,
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    /// A receiver whose current value is marked seen: `changed()` fires on the next notify.
+    pub fn subscribe(&self, user_id: i64) -> watch::Receiver<u64> {
+        self.bells
+            .entry(user_id)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Rings `user_id`'s bell after a commit that appended `seq` to their stream.
+    pub fn notify(&self, user_id: i64, seq: u64) {
+        if let Some(bell) = self.bells.get(&user_id) {
+            bell.send_replace(seq);
+        }
+        // Drop bells nobody listens to any more, so idle identities cost nothing.
+        self.bells
+            .remove_if(&user_id, |_, bell| bell.receiver_count() == 0);
+    }
+
+    /// Drops every bell with no listener; run now and then.
+    pub fn sweep(&self) {
+        self.bells.retain(|_, bell| bell.receiver_count() > 0);
+    }
+
+    /// How many identities have a waiting poller.
+    pub fn listening(&self) -> usize {
+        self.bells.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn notify_between_subscribe_and_wait_is_not_lost() {
+        let hub = Hub::new();
+        let mut rx = hub.subscribe(7);
+        hub.notify(7, 1);
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed())
+            .await
+            .expect("wakeup lost")
+            .expect("bell dropped");
+        assert_eq!(*rx.borrow(), 1);
+    }
+
+    #[test]
+    fn bells_without_listeners_are_dropped() {
+        let hub = Hub::new();
+        let rx = hub.subscribe(1);
+        assert_eq!(hub.listening(), 1);
+        drop(rx);
+        hub.notify(1, 5);
+        assert_eq!(hub.listening(), 0);
+    }
+}

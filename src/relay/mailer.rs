@@ -1,0 +1,112 @@
+//! Sends login codes by SMTP (lettre).
+
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use super::config::{SmtpConfig, SmtpSecurity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("SMTP settings for {host}: {source}")]
+    Setup {
+        host: String,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("address {address:?}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    #[error("building the message: {0}")]
+    Build(#[from] lettre::error::Error),
+    #[error("sending through {host}:{port}: {source}")]
+    Send {
+        host: String,
+        port: u16,
+        #[source]
+        source: lettre::transport::smtp::Error,
+    },
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: String,
+    host: String,
+    port: u16,
+}
+
+impl Mailer {
+    pub fn new(cfg: &SmtpConfig) -> Result<Mailer, MailError> {
+        let setup = |source| MailError::Setup {
+            host: cfg.host.clone(),
+            source,
+        };
+        let builder = match cfg.security {
+            SmtpSecurity::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&cfg.host).map_err(setup)?
+            }
+            SmtpSecurity::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&cfg.host).map_err(setup)?
+            }
+            SmtpSecurity::None => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host)
+            }
+        };
+        let mut builder = builder
+            .port(cfg.port)
+            .timeout(Some(Duration::from_secs(15)));
+        if let (Some(user), Some(pass)) = (&cfg.username, &cfg.password) {
+            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+        }
+        Ok(Mailer {
+            transport: builder.build(),
+            from: cfg.from.clone(),
+            host: cfg.host.clone(),
+            port: cfg.port,
+        })
+    }
+
+    /// Mails a login code. The code is in the body only; it is never logged.
+    pub async fn send_code(
+        &self,
+        to: &str,
+        display_name: &str,
+        code: &str,
+    ) -> Result<(), MailError> {
+        let parse = |a: &str| {
+            a.parse().map_err(|source| MailError::Address {
+                address: a.to_string(),
+                source,
+            })
+        };
+        let greeting = if display_name.trim().is_empty() {
+            "Hello,".to_string()
+        } else {
+            format!("Hello {},", display_name.trim())
+        };
+        let message = lettre::Message::builder()
+            .from(parse(&self.from)?)
+            .to(parse(to)?)
+            .subject(format!("Your gts-webchat login code: {code}"))
+            .header(ContentType::TEXT_PLAIN)
+            .body(format!(
+                "{greeting}\n\nyour login code is {code}\n\nIt works once and expires in 10 minutes. \
+                 If you did not ask for it, ignore this mail.\n"
+            ))?;
+        self.transport
+            .send(message)
+            .await
+            .map_err(|source| MailError::Send {
+                host: self.host.clone(),
+                port: self.port,
+                source,
+            })?;
+        Ok(())
+    }
+}

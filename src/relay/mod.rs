@@ -1,0 +1,403 @@
+//! The relay: HTTP API, web app, storage. `serve` runs it on a listener it is given, so tests
+//! and benches can bind port 0.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod hub;
+pub mod mailer;
+pub mod messages;
+pub mod presence;
+pub mod store;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::http::{HeaderName, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::auth::CodeLimits;
+use self::config::RelayConfig;
+use self::error::ApiError;
+use self::hub::Hub;
+use self::mailer::Mailer;
+use self::store::{SessionInfo, SqliteOptions, SqliteStore, Store, StoreError};
+use crate::api::{ErrorBody, ErrorCode, HealthResponse, now_millis};
+
+/// How long a looked-up session is trusted before it is read again.
+const SESSION_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub config: RelayConfig,
+    pub mailer: Option<Mailer>,
+    pub code_limits: CodeLimits,
+    /// Released at shutdown so waiting long-polls answer at once.
+    pub shutdown: CancellationToken,
+    sessions: DashMap<String, (SessionInfo, Instant)>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The session for a token hash, from a short cache or the store.
+    pub async fn session(&self, hash: &str) -> Result<Option<SessionInfo>, StoreError> {
+        let now = now_millis();
+        if let Some(entry) = self.sessions.get(hash) {
+            let (info, at) = entry.value();
+            if at.elapsed() < SESSION_CACHE_TTL && info.expires_at > now {
+                return Ok(Some(info.clone()));
+            }
+        }
+        let found = self.store.session(hash, now).await?;
+        match &found {
+            Some(info) => {
+                self.sessions
+                    .insert(hash.to_string(), (info.clone(), Instant::now()));
+            }
+            None => {
+                self.sessions.remove(hash);
+            }
+        }
+        Ok(found)
+    }
+
+    pub async fn end_session(&self, session: &SessionInfo) -> Result<(), StoreError> {
+        self.store
+            .end_session(session.session_id, now_millis())
+            .await?;
+        self.sessions
+            .retain(|_, (info, _)| info.session_id != session.session_id);
+        Ok(())
+    }
+
+    /// Drops cached sessions of a user whose identity changed.
+    pub fn forget_sessions_of(&self, user_id: i64) {
+        self.sessions.retain(|_, (info, _)| info.user.id != user_id);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mail(#[from] mailer::MailError),
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "gts-webchat relay", description = "The pChat/WebChat relay API: identity, presence, directory, messages."),
+    modifiers(&SecurityAddon),
+    tags(
+        (name = "auth", description = "Login by emailed code and sessions"),
+        (name = "presence", description = "Presence and the directory"),
+        (name = "messages", description = "Sending and polling"),
+        (name = "meta", description = "Health and this document"),
+    )
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-PChat-Session"))),
+        );
+    }
+}
+
+/// `GET /health`
+#[utoipa::path(get, path = "/health", tag = "meta",
+    responses((status = 200, body = HealthResponse)))]
+async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse {
+        ok: true,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+/// `GET /api/v1/openapi.json`: this API, generated from the handlers.
+async fn openapi_json(
+    axum::extract::State(doc): axum::extract::State<Arc<serde_json::Value>>,
+) -> Json<serde_json::Value> {
+    Json((*doc).clone())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found(
+        ErrorCode::NotFound,
+        "no such endpoint; see /api/v1/openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not take that HTTP method; see /api/v1/openapi.json",
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked; answered 500");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(ErrorBody::new(
+            ErrorCode::Internal,
+            "the relay hit an internal error; nothing may have been changed, try again",
+        )),
+    )
+        .into_response()
+}
+
+/// The whole HTTP surface and its OpenAPI document.
+pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(auth::request_code))
+        .routes(routes!(auth::verify_code))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(presence::presence))
+        .routes(routes!(presence::directory))
+        .routes(routes!(messages::send))
+        .routes(routes!(messages::poll))
+        .split_for_parts();
+    let doc = serde_json::to_value(&doc).unwrap_or_default();
+    let openapi = axum::Router::new()
+        .route("/api/v1/openapi.json", axum::routing::get(openapi_json))
+        .with_state(Arc::new(doc.clone()));
+
+    let sensitive: Arc<[HeaderName]> = Arc::new([
+        HeaderName::from_static(crate::api::SESSION_HEADER),
+        header::AUTHORIZATION,
+        header::COOKIE,
+    ]);
+    let app = api
+        .merge(web::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .merge(openapi)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            // Spans carry the method and path only: a query string can hold a token
+            // (the GUI auto-login URL), so the full URI never reaches a log.
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive));
+    (app, doc)
+}
+
+/// Binds the configured address; when no port was asked for and the default is busy, the next
+/// free one (up to 50 further).
+pub async fn bind(config: &RelayConfig) -> Result<TcpListener, RelayError> {
+    let tries = if config.port_explicit || config.port == 0 {
+        1
+    } else {
+        50
+    };
+    let mut last = None;
+    for offset in 0..tries {
+        let port = config.port.saturating_add(offset);
+        let addr = format!("{}:{}", config.host, port);
+        match TcpListener::bind(&addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && offset + 1 < tries => {
+                tracing::info!(port, "port busy, trying the next one");
+                last = Some((addr, e));
+            }
+            Err(source) => return Err(RelayError::Bind { addr, source }),
+        }
+    }
+    let (addr, source) =
+        last.unwrap_or_else(|| (config.host.clone(), std::io::Error::other("no port to try")));
+    Err(RelayError::Bind { addr, source })
+}
+
+fn make_private_dir(path: &std::path::Path) -> Result<(), RelayError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| RelayError::Io {
+            action: "creating",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Opens storage and builds the shared state.
+pub fn open_state(
+    config: RelayConfig,
+    shutdown: CancellationToken,
+) -> Result<AppState, RelayError> {
+    make_private_dir(&config.data_dir)?;
+    if let Some(parent) = config.db_path.parent() {
+        make_private_dir(parent)?;
+    }
+    make_private_dir(&config.upload_dir)?;
+    let hub = Arc::new(Hub::new());
+    let store = SqliteStore::open(
+        SqliteOptions {
+            path: config.db_path.clone(),
+            sync: config.sync,
+            readers: 4,
+        },
+        hub.clone(),
+    )?;
+    let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+    Ok(AppState(Arc::new(Inner {
+        store: Arc::new(store),
+        hub,
+        code_limits: CodeLimits::new(config.code_rate_per_email, config.code_rate_per_ip),
+        mailer,
+        config,
+        shutdown,
+        sessions: DashMap::new(),
+    })))
+}
+
+fn announce_login_mode(config: &RelayConfig) {
+    if config.expose_codes() {
+        tracing::warn!(
+            "login codes are returned in API answers (dev_code): fine on loopback for development; \
+             set SMTP_HOST to mail them, and PCHAT_DEV_EXPOSE_CODES=false to stop exposing them"
+        );
+    } else if !config.can_deliver_codes() {
+        tracing::warn!(
+            "no SMTP_HOST and PCHAT_DEV_EXPOSE_CODES is off: nobody can log in; set SMTP_HOST \
+             (and SMTP_PORT/USERNAME/PASSWORD/FROM) to mail login codes"
+        );
+    }
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then drains and closes storage.
+pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayError> {
+    let shutdown = state.shutdown.clone();
+    let (app, _) = router(state.clone());
+    announce_login_mode(&state.config);
+
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                state.hub.sweep();
+                state.code_limits.sweep();
+                state
+                    .sessions
+                    .retain(|_, (_, at)| at.elapsed() < SESSION_CACHE_TTL);
+            }
+        })
+    };
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await;
+    sweeper.abort();
+    state.store.close().await;
+    served.map_err(|source| RelayError::Io {
+        action: "serving",
+        path: PathBuf::from("http"),
+        source,
+    })
+}
+
+/// `gts-webchat relay`: bind, print the addresses, serve until SIGINT/SIGTERM.
+pub async fn run(config: RelayConfig) -> Result<(), RelayError> {
+    let listener = bind(&config).await?;
+    let addr = listener.local_addr().map_err(|source| RelayError::Io {
+        action: "reading the address of",
+        path: PathBuf::from("listener"),
+        source,
+    })?;
+    let shutdown = CancellationToken::new();
+    let state = open_state(config, shutdown.clone())?;
+    tracing::info!(db = %state.config.db_path.display(), "storage ready");
+    // Printed (not logged) so scripts and tests can read the real port from stdout.
+    println!("relay listening on http://{addr}");
+    println!("web app: http://{addr}/app/webchat/chat.html");
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: releasing long-polls and flushing storage");
+        shutdown.cancel();
+    });
+    serve(listener, state).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
