@@ -40,6 +40,7 @@ pub type CliResult = Result<(), Failure>;
 
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn main() -> i32 {
+    crate::client::install_crypto();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -19,8 +19,6 @@ use crate::api::auth::{
 };
 use crate::api::{ErrorBody, ErrorCode, OkResponse, TOKEN_PREFIX, now_millis, rfc3339_from_millis};
 
-/// Login codes live this long.
-pub const CODE_TTL_SECS: u64 = 600;
 /// Wrong tries before a code is void.
 pub const CODE_MAX_ATTEMPTS: u32 = 5;
 /// Longest display name.
@@ -137,7 +135,7 @@ pub async fn request_code(
     }
 
     let code = six_digit_code();
-    let expires_at = now_millis() + (CODE_TTL_SECS as i64) * 1000;
+    let expires_at = now_millis() + (config.code_ttl_secs as i64) * 1000;
     state
         .store
         .put_login_code(&email, &code_hash(&email, &code), expires_at)
@@ -162,7 +160,7 @@ pub async fn request_code(
         ok: true,
         emailed,
         dev_code: config.expose_codes().then_some(code),
-        expires_in: CODE_TTL_SECS,
+        expires_in: config.code_ttl_secs,
     }))
 }
 

@@ -88,6 +88,8 @@ pub struct RelayConfig {
     pub dev_expose_codes: Option<bool>,
     pub smtp: Option<SmtpConfig>,
     pub session_ttl_secs: i64,
+    /// How long a login code stays valid (PCHAT_CODE_TTL_SECS, default 600).
+    pub code_ttl_secs: u64,
     pub max_upload_bytes: u64,
     /// Login codes one email may request per 10 minutes (0 = unlimited).
     pub code_rate_per_email: u32,
@@ -243,6 +245,10 @@ impl RelayConfig {
             Some(v) => parse_num("PCHAT_SESSION_TTL_DAYS", v)?,
             None => 30,
         };
+        let code_ttl_secs: u64 = match get("PCHAT_CODE_TTL_SECS") {
+            Some(v) => parse_num("PCHAT_CODE_TTL_SECS", v)?,
+            None => 600,
+        };
         let max_upload_mb: u64 = match get("PCHAT_MAX_UPLOAD_MB") {
             Some(v) => parse_num("PCHAT_MAX_UPLOAD_MB", v)?,
             None => 25,
@@ -279,6 +285,7 @@ impl RelayConfig {
             dev_expose_codes,
             smtp,
             session_ttl_secs: session_ttl_days.max(1) * 86_400,
+            code_ttl_secs: code_ttl_secs.clamp(1, 86_400),
             max_upload_bytes: max_upload_mb.saturating_mul(1024 * 1024),
             code_rate_per_email,
             code_rate_per_ip,

@@ -1,0 +1,446 @@
+//! Test harness: the real `gts-webchat` binary, started on an ephemeral port with its own temp
+//! dirs, talked to over HTTP the way a client would. No mocks of our own relay, no sleeps as
+//! synchronisation: every wait is a condition with a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gts-webchat");
+
+/// Environment variables that could leak in from the developer's shell and change behaviour.
+const SCRUB: &[&str] = &[
+    "HOST",
+    "PORT",
+    "BRIDGE_DB_PATH",
+    "PCHAT_UPLOAD_DIR",
+    "PCHAT_FREE_MODE_ENABLED",
+    "PCHAT_DEV_EXPOSE_CODES",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_USERNAME",
+    "SMTP_PASSWORD",
+    "SMTP_FROM",
+    "RELAY_URL",
+    "WEBCHAT_URL",
+    "RUST_LOG",
+];
+
+/// A private HOME and XDG tree for one test.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("gtswc-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// HOME and the XDG dirs, all inside the sandbox.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let p = self.path();
+        let runtime = p.join("run");
+        std::fs::create_dir_all(&runtime).ok();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).ok();
+        }
+        vec![
+            ("HOME".into(), p.join("home").display().to_string()),
+            ("XDG_DATA_HOME".into(), p.join("data").display().to_string()),
+            (
+                "XDG_CONFIG_HOME".into(),
+                p.join("config").display().to_string(),
+            ),
+            (
+                "XDG_STATE_HOME".into(),
+                p.join("state").display().to_string(),
+            ),
+            ("XDG_RUNTIME_DIR".into(), runtime.display().to_string()),
+        ]
+    }
+    /// A `gts-webchat` command with the sandbox's environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        for k in SCRUB {
+            c.env_remove(k);
+        }
+        c.envs(self.env());
+        c.current_dir(self.path());
+        c
+    }
+}
+
+/// A running relay process.
+pub struct Relay {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    extra_env: Vec<(String, String)>,
+    sandbox_env: Vec<(String, String)>,
+    cwd: PathBuf,
+    starts: u32,
+}
+
+impl Relay {
+    pub fn start(sb: &Sandbox) -> Relay {
+        Relay::start_with(sb, &[])
+    }
+
+    pub fn start_with(sb: &Sandbox, env: &[(&str, &str)]) -> Relay {
+        let mut r = Relay {
+            child: None,
+            url: String::new(),
+            data_dir: sb.path().join("relay-data"),
+            log: sb.path().join("relay.log"),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            sandbox_env: sb.env(),
+            cwd: sb.path().to_path_buf(),
+            starts: 0,
+        };
+        r.spawn(&["--port", "0"]);
+        r
+    }
+
+    /// Starts the relay with exactly these extra arguments (no --port).
+    pub fn start_args(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Relay {
+        let mut r = Relay {
+            child: None,
+            url: String::new(),
+            data_dir: sb.path().join("relay-data"),
+            log: sb.path().join("relay.log"),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            sandbox_env: sb.env(),
+            cwd: sb.path().to_path_buf(),
+            starts: 0,
+        };
+        r.spawn(args);
+        r
+    }
+
+    fn spawn(&mut self, args: &[&str]) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("relay log");
+        let mut cmd = Command::new(BIN);
+        for k in SCRUB {
+            cmd.env_remove(k);
+        }
+        cmd.envs(self.sandbox_env.iter().cloned())
+            .env("RUST_LOG", "debug")
+            .envs(self.extra_env.iter().cloned())
+            .current_dir(&self.cwd)
+            .arg("relay")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd.spawn().expect("spawn relay");
+        let stdout = child.stdout.take().expect("relay stdout");
+        let url = read_listening_url(stdout, Duration::from_secs(30)).unwrap_or_else(|| {
+            panic!("relay did not print its address; log:\n{}", self.log_text())
+        });
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// kill -9: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same data dir (a new ephemeral port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn(&["--port", "0"]);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait (with a deadline) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("relay running");
+        signal(child.id(), "TERM");
+        wait_child(&mut child, Duration::from_secs(30)).expect("relay did not exit after SIGTERM")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many requests to `path` the relay has started (from its debug log).
+    pub fn requests_started(&self, path: &str) -> usize {
+        let needle = format!("path={path}}}");
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("started processing request") && l.contains(&needle))
+            .count()
+    }
+
+    /// Waits until the relay has started `n` more requests to `path` than `before`.
+    pub fn wait_requests(&self, path: &str, before: usize, n: usize) {
+        wait_for(
+            Duration::from_secs(20),
+            "requests to reach the relay",
+            || (self.requests_started(path) >= before + n).then_some(()),
+        );
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sends a signal by name with kill(1), to keep the harness free of unsafe code.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reads stdout lines until `relay listening on URL`; the rest keeps draining in a thread.
+fn read_listening_url(stdout: std::process::ChildStdout, limit: Duration) -> Option<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if !sent && let Some(url) = line.strip_prefix("relay listening on ") {
+                let _ = tx.send(url.trim().to_string());
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// Polls `cond` until it holds or the deadline passes.
+pub fn wait_for<T>(limit: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A plain HTTP client for the relay's API.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+    /// Every login code this client was handed, so tests can prove none reached a log.
+    pub codes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        gts_webchat::client::install_crypto();
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("http client"),
+            codes: Default::default(),
+        }
+    }
+
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        content_type: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.header("X-PChat-Session", t);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.expect("request reached the relay");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("response body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value, headers)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let (s, v, _) = self
+            .raw(
+                reqwest::Method::POST,
+                path,
+                token,
+                Some(body.to_string().into_bytes()),
+                Some("application/json"),
+            )
+            .await;
+        (s, v)
+    }
+
+    /// POST without a Content-Type, as the seed's edit/delete/read examples do.
+    pub async fn post_untyped(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let (s, v, _) = self
+            .raw(
+                reqwest::Method::POST,
+                path,
+                token,
+                Some(body.to_string().into_bytes()),
+                None,
+            )
+            .await;
+        (s, v)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let (s, v, _) = self
+            .raw(reqwest::Method::GET, path, token, None, None)
+            .await;
+        (s, v)
+    }
+
+    /// request-code + verify-code with the exposed dev code; returns the session token.
+    pub async fn login(&self, email: &str, address: &str, kind: &str) -> String {
+        let (s, v) = self
+            .post(
+                "/api/v1/pchat/auth/request-code",
+                None,
+                json!({"email": email, "display_name": address, "purpose": "login"}),
+            )
+            .await;
+        assert_eq!(s, 200, "request-code: {v}");
+        let code = v["dev_code"]
+            .as_str()
+            .expect("dev code exposed")
+            .to_string();
+        self.codes.lock().unwrap().push(code.clone());
+        let (s, v) = self
+            .post(
+                "/api/v1/pchat/auth/verify-code",
+                None,
+                json!({"email": email, "code": code, "display_name": address,
+                       "chat_address": address, "public_visible": true, "kind": kind}),
+            )
+            .await;
+        assert_eq!(s, 200, "verify-code: {v}");
+        v["session_token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn send(&self, token: &str, from: &str, to: &str, text: &str) -> String {
+        let (s, v) = self
+            .post(
+                "/api/v1/messages",
+                Some(token),
+                json!({"phone_id": "pchat_free_phone", "channel": "pchat", "source": from, "to": to, "text": text}),
+            )
+            .await;
+        assert_eq!(s, 200, "send: {v}");
+        v["message_id"].as_str().expect("message id").to_string()
+    }
+
+    pub async fn poll(&self, token: &str, body: Value) -> Value {
+        let (s, v) = self.post("/api/v1/webchat/poll", Some(token), body).await;
+        assert_eq!(s, 200, "poll: {v}");
+        v
+    }
+}
+
+/// Whether `secret` appears in `log` as a whole token (not inside a longer run of digits or
+/// hex), ignoring each line's leading timestamp, where six digits can occur by chance.
+pub fn log_contains_secret(log: &str, secret: &str) -> bool {
+    log.lines().any(|line| {
+        let body = line.get(27..).unwrap_or("");
+        body.match_indices(secret).any(|(i, _)| {
+            let before = body[..i].chars().next_back();
+            let after = body[i + secret.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_alphanumeric())
+                && !after.is_some_and(|c| c.is_ascii_alphanumeric())
+        })
+    })
+}
+
+/// Asserts the JSON error shape and code.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "status for {body}");
+    assert_eq!(body["ok"], json!(false), "ok:false in {body}");
+    assert_eq!(body["error"]["code"], json!(want_code), "code in {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "a message in {body}"
+    );
+}
+
+pub fn texts(poll: &Value) -> Vec<String> {
+    poll["messages"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| m["text"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
