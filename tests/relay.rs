@@ -872,6 +872,60 @@ async fn without_smtp_or_dev_codes_login_names_the_missing_setting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_lapses_without_refresh_and_ip_rate_limit_holds() {
+    let sb = Sandbox::new();
+    let relay = Relay::start_with(
+        &sb,
+        &[
+            ("PCHAT_PRESENCE_TTL_SECS", "1"),
+            ("PCHAT_CODE_RATE_PER_IP", "4"),
+        ],
+    );
+    let api = relay.api();
+    let a = api.login("a@example.com", "lapsing", "agent").await;
+    let b = api.login("b@example.com", "watcher", "human").await;
+    let (s, v) = api.post(PRESENCE, Some(&a), json!({"visible": true})).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["ttl"], json!(1));
+    let online = |v: &Value| v["results"][0]["online"].as_bool().unwrap();
+    let (_, v) = api
+        .get("/api/v1/webchat/directory?q=lapsing", Some(&b))
+        .await;
+    let seen_at = Instant::now();
+    // Either still fresh or (on a very slow run) already lapsed: what matters is the lapse.
+    if seen_at.elapsed() < Duration::from_millis(500) {
+        assert!(online(&v), "{v}");
+    }
+    let v = wait_for(Duration::from_secs(10), "presence to lapse", || {
+        let v = futures_block(api.get("/api/v1/webchat/directory?q=lapsing", Some(&b))).1;
+        (!online(&v)).then_some(v)
+    });
+    assert!(
+        seen_at.elapsed() >= Duration::from_millis(900),
+        "lapsed too early: {v}"
+    );
+
+    // Two logins used 2 of the 4 codes this IP may request; the fifth request is refused.
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let (s, _) = api
+            .post(
+                "/api/v1/pchat/auth/request-code",
+                None,
+                json!({"email": format!("ip{i}@example.com")}),
+            )
+            .await;
+        statuses.push(s);
+    }
+    assert_eq!(statuses, vec![200, 200, 429]);
+}
+
+/// Runs a future to completion from a blocking wait loop (the test runtime is multi-threaded).
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_relay_refuses_strangers() {
     let sb = Sandbox::new();
     let relay = Relay::start_with(

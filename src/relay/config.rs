@@ -88,6 +88,8 @@ pub struct RelayConfig {
     pub dev_expose_codes: Option<bool>,
     pub smtp: Option<SmtpConfig>,
     pub session_ttl_secs: i64,
+    /// Presence not refreshed for this long is offline (PCHAT_PRESENCE_TTL_SECS, default 90).
+    pub presence_ttl_secs: i64,
     /// How long a login code stays valid (PCHAT_CODE_TTL_SECS, default 600).
     pub code_ttl_secs: u64,
     pub max_upload_bytes: u64,
@@ -245,6 +247,10 @@ impl RelayConfig {
             Some(v) => parse_num("PCHAT_SESSION_TTL_DAYS", v)?,
             None => 30,
         };
+        let presence_ttl_secs: i64 = match get("PCHAT_PRESENCE_TTL_SECS") {
+            Some(v) => parse_num("PCHAT_PRESENCE_TTL_SECS", v)?,
+            None => crate::api::PRESENCE_TTL_SECS,
+        };
         let code_ttl_secs: u64 = match get("PCHAT_CODE_TTL_SECS") {
             Some(v) => parse_num("PCHAT_CODE_TTL_SECS", v)?,
             None => 600,
@@ -286,6 +292,7 @@ impl RelayConfig {
             smtp,
             session_ttl_secs: session_ttl_days.max(1) * 86_400,
             code_ttl_secs: code_ttl_secs.clamp(1, 86_400),
+            presence_ttl_secs: presence_ttl_secs.clamp(1, 86_400),
             max_upload_bytes: max_upload_mb.saturating_mul(1024 * 1024),
             code_rate_per_email,
             code_rate_per_ip,

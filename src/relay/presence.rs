@@ -10,7 +10,7 @@ use super::extract::{Auth, JsonBody, Query};
 use super::store::PresenceUpdate;
 use crate::api::directory::{DirectoryQuery, DirectoryResponse};
 use crate::api::presence::{PresenceRequest, PresenceResponse};
-use crate::api::{ErrorBody, ErrorCode, PRESENCE_TTL_SECS, now_millis};
+use crate::api::{ErrorBody, ErrorCode, now_millis};
 
 /// Longest device, session or channel name.
 const MAX_LABEL_CHARS: usize = 120;
@@ -77,7 +77,7 @@ pub async fn presence(
     Ok(Json(PresenceResponse {
         ok: true,
         online: visible,
-        ttl: PRESENCE_TTL_SECS,
+        ttl: state.config.presence_ttl_secs,
     }))
 }
 
@@ -102,6 +102,7 @@ pub async fn directory(
         ));
     }
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
-    let results = state.store.directory(&needle, limit, now_millis()).await?;
+    let fresh_after = now_millis() - state.config.presence_ttl_secs * 1000;
+    let results = state.store.directory(&needle, limit, fresh_after).await?;
     Ok(Json(DirectoryResponse { ok: true, results }))
 }

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::api::directory::DirectoryEntry;
 use crate::api::messages::{Attachment, EventType, Message};
-use crate::api::{Kind, PRESENCE_TTL_SECS, rfc3339_from_millis};
+use crate::api::{Kind, rfc3339_from_millis};
 use crate::relay::hub::Hub;
 
 /// Most jobs committed in one transaction.
@@ -670,10 +670,9 @@ impl Store for SqliteStore {
         &self,
         query: &str,
         limit: u32,
-        now: i64,
+        fresh_after: i64,
     ) -> StoreResult<Vec<DirectoryEntry>> {
         let needle = query.trim().to_lowercase();
-        let fresh_after = now - PRESENCE_TTL_SECS * 1000;
         self.read(move |conn| {
             let mut st = conn
                 .prepare_cached(
