@@ -884,6 +884,7 @@ async fn presence_lapses_without_refresh_and_ip_rate_limit_holds() {
     let api = relay.api();
     let a = api.login("a@example.com", "lapsing", "agent").await;
     let b = api.login("b@example.com", "watcher", "human").await;
+    let reported_at = Instant::now();
     let (s, v) = api.post(PRESENCE, Some(&a), json!({"visible": true})).await;
     assert_eq!(s, 200);
     assert_eq!(v["ttl"], json!(1));
@@ -891,9 +892,8 @@ async fn presence_lapses_without_refresh_and_ip_rate_limit_holds() {
     let (_, v) = api
         .get("/api/v1/webchat/directory?q=lapsing", Some(&b))
         .await;
-    let seen_at = Instant::now();
-    // Either still fresh or (on a very slow run) already lapsed: what matters is the lapse.
-    if seen_at.elapsed() < Duration::from_millis(500) {
+    // Online while fresh (unless this machine was too slow to look within the TTL).
+    if reported_at.elapsed() < Duration::from_millis(900) {
         assert!(online(&v), "{v}");
     }
     let v = wait_for(Duration::from_secs(10), "presence to lapse", || {
@@ -901,7 +901,7 @@ async fn presence_lapses_without_refresh_and_ip_rate_limit_holds() {
         (!online(&v)).then_some(v)
     });
     assert!(
-        seen_at.elapsed() >= Duration::from_millis(900),
+        reported_at.elapsed() >= Duration::from_millis(900),
         "lapsed too early: {v}"
     );
 
