@@ -5,4 +5,5 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod private_fs;
 pub mod relay;

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -739,54 +738,6 @@ async fn identities_addresses_kinds_and_presence() {
     assert!(!listed.contains(&"hidden-one"));
     let (_, v) = api.get("/api/v1/webchat/directory?q=zzz", Some(&b)).await;
     assert!(v["results"].as_array().unwrap().is_empty());
-}
-
-/// A minimal SMTP sink: accepts one message and returns its DATA.
-fn smtp_sink() -> (u16, std::thread::JoinHandle<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut out = stream.try_clone().unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut data = String::new();
-        writeln!(out, "220 sink ESMTP\r").unwrap();
-        let mut in_data = false;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                break;
-            }
-            if in_data {
-                if line == ".\r\n" {
-                    in_data = false;
-                    write!(out, "250 queued\r\n").unwrap();
-                } else {
-                    data.push_str(&line);
-                }
-                continue;
-            }
-            let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-            match verb.as_str() {
-                "EHLO" | "HELO" => write!(out, "250-sink\r\n250 8BITMIME\r\n").unwrap(),
-                "DATA" => {
-                    in_data = true;
-                    write!(out, "354 go on\r\n").unwrap();
-                }
-                "QUIT" => {
-                    write!(out, "221 bye\r\n").unwrap();
-                    break;
-                }
-                _ => write!(out, "250 ok\r\n").unwrap(),
-            }
-        }
-        data
-    });
-    (port, handle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

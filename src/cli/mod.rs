@@ -1,7 +1,12 @@
 //! The command line: one module per command group. `main` maps every failure to one line on
 //! stderr and a distinct exit code.
 
+mod compat;
+mod docs;
 pub mod exit;
+mod messaging;
+pub mod output;
+mod persona_cmd;
 mod relay_cmd;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +23,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the relay: HTTP API, web app and embedded SQLite storage.
     Relay(relay_cmd::RelayArgs),
+    /// Create or reuse an identity on a relay and print its details and GUI login URL.
+    Persona(persona_cmd::PersonaArgs),
+    /// Send a message as a persona.
+    Send(messaging::SendArgs),
+    /// Claim queued messages once and print them.
+    Inbox(messaging::InboxArgs),
+    /// Stay online and print messages as they arrive.
+    Watch(messaging::WatchArgs),
+    /// List the personas stored on this machine.
+    List(persona_cmd::ListArgs),
+    /// The seed's webchat_cli.py flags, unchanged (`gts-webchat cli EMAIL --name … --watch`).
+    Cli(compat::CompatArgs),
+    /// Print a shell completion script.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page.
+    Man,
 }
 
 /// A failure on its way to the user: one line, and the exit code that goes with it.
@@ -55,6 +76,14 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Relay(args) => relay_cmd::run(args),
+        Command::Persona(args) => client_runtime(persona_cmd::run(args)),
+        Command::Send(args) => client_runtime(messaging::send(args)),
+        Command::Inbox(args) => client_runtime(messaging::inbox(args)),
+        Command::Watch(args) => client_runtime(messaging::watch(args)),
+        Command::List(args) => persona_cmd::list(&args),
+        Command::Cli(args) => client_runtime(compat::run(args)),
+        Command::Completions(args) => docs::completions(&args),
+        Command::Man => docs::man(),
     };
     match result {
         Ok(()) => exit::OK,
@@ -75,6 +104,21 @@ pub fn init_stderr_logging(default: &str) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// Runs a client command on a small runtime, with warnings (not info chatter) on stderr.
+fn client_runtime(fut: impl std::future::Future<Output = CliResult>) -> CliResult {
+    init_stderr_logging("warn");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                exit::INTERNAL,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })?;
+    rt.block_on(fut)
 }
 
 /// A multi-threaded tokio runtime, built after any fork.

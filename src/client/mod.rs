@@ -1,4 +1,12 @@
-//! The client side: a typed HTTP client for the relay and the local persona store.
+//! The client side: a typed HTTP client for the relay, the local persona store, and login.
+
+pub mod login;
+pub mod personas;
+pub mod relay_client;
+
+pub use login::{DEFAULT_RELAY, Ensured, IdentitySpec, LoginError};
+pub use personas::{Persona, PersonaError, PersonaStore};
+pub use relay_client::{ClientError, ClientResult, RelayClient};
 
 /// Installs the process-wide TLS crypto provider (ring) that reqwest and lettre use.
 /// Idempotent: later calls are no-ops.

@@ -3,7 +3,7 @@
 //! synchronisation: every wait is a condition with a deadline.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -443,4 +443,147 @@ pub fn texts(poll: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A minimal SMTP server for tests: accepts one session and returns the message's DATA.
+pub fn smtp_sink() -> (u16, std::thread::JoinHandle<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        write!(out, "220 sink ESMTP\r\n").unwrap();
+        let (mut data, mut in_data, mut line) = (String::new(), false, String::new());
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    write!(out, "250 queued\r\n").unwrap();
+                } else {
+                    data.push_str(&line);
+                }
+                continue;
+            }
+            match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                "EHLO" | "HELO" => write!(out, "250-sink\r\n250 8BITMIME\r\n").unwrap(),
+                "DATA" => {
+                    in_data = true;
+                    write!(out, "354 go on\r\n").unwrap();
+                }
+                "QUIT" => {
+                    write!(out, "221 bye\r\n").unwrap();
+                    break;
+                }
+                _ => write!(out, "250 ok\r\n").unwrap(),
+            }
+        }
+        data
+    });
+    (port, handle)
+}
+
+/// A port that was free a moment ago (for tests that must restart on the same port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A long-running `gts-webchat` (watch, daemon run, tail -f) whose stdout lines arrive on a
+/// channel and whose stderr goes to a file.
+pub struct Background {
+    pub child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    err: PathBuf,
+}
+
+impl Background {
+    pub fn start<I, S>(sb: &Sandbox, args: I, name: &str) -> Background
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Background::start_cmd(sb.cmd(), args, sb.path(), name)
+    }
+
+    pub fn start_cmd<I, S>(mut cmd: Command, args: I, dir: &Path, name: &str) -> Background
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let err = dir.join(format!("{name}.stderr"));
+        let mut child = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
+            .spawn()
+            .expect("spawn gts-webchat");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Background { child, lines, err }
+    }
+
+    /// The next stdout line containing `needle`, within `limit`.
+    pub fn expect_line(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "no line with {needle:?} within {limit:?}; stderr:\n{}",
+                    self.stderr_text()
+                ),
+            }
+        }
+    }
+
+    /// Every stdout line that arrives within `limit` after the last one.
+    pub fn drain_lines(&self, quiet: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(quiet) {
+            out.push(l);
+        }
+        out
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    pub fn wait_stderr(&self, needle: &str) {
+        wait_for(Duration::from_secs(20), needle, || {
+            self.stderr_text().contains(needle).then_some(())
+        });
+    }
+
+    pub fn terminate(mut self) -> ExitStatus {
+        signal(self.child.id(), "TERM");
+        wait_child(&mut self.child, Duration::from_secs(30)).expect("exited after SIGTERM")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,160 @@
+//! How the CLI prints messages and maps library errors to one line and an exit code.
+
+use std::io::Write;
+
+use crate::api::ErrorCode;
+use crate::api::messages::{EventType, Message};
+use crate::client::{ClientError, LoginError, PersonaError};
+use crate::private_fs::FsError;
+
+use super::{Failure, exit};
+
+/// One message as a person reads it: time, sender, text, then attachment links.
+pub fn message_text(m: &Message, relay_base: &str) -> String {
+    let who = format!("{} ({})", m.from_name, m.from);
+    let kind = if m.from_kind == crate::api::Kind::Agent {
+        " [agent]"
+    } else {
+        ""
+    };
+    let place = match &m.group_id {
+        Some(g) => format!(" in group:{g}"),
+        None => String::new(),
+    };
+    let head = format!("[{}] {who}{kind}{place}", m.created_at);
+    let mut out = match m.event_type {
+        EventType::Message => {
+            let reply = m
+                .reply_to
+                .as_ref()
+                .map(|r| format!(" (reply to {r})"))
+                .unwrap_or_default();
+            format!("{head}{reply}: {}", indent_rest(&m.text))
+        }
+        EventType::Edit => format!("{head} edited {}: {}", m.message_id, indent_rest(&m.text)),
+        EventType::Delete => format!("{head} deleted {}", m.message_id),
+        EventType::Read => format!("{head} read {}", m.message_id),
+    };
+    if m.event_type == EventType::Message {
+        out.push_str(&format!("  [{}]", m.message_id));
+    }
+    for a in &m.attachments {
+        let url = if a.url.starts_with("http") {
+            a.url.clone()
+        } else {
+            format!("{relay_base}{}", a.url)
+        };
+        out.push_str(&format!(
+            "\n    {} {} ({}, {}) {url}",
+            a.kind,
+            a.name,
+            a.mime,
+            human_size(a.size)
+        ));
+    }
+    out
+}
+
+fn indent_rest(text: &str) -> String {
+    text.replace('\n', "\n    ")
+}
+
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Prints one JSON value as a line and flushes (programs read these as they come).
+pub fn json_line(v: &impl serde::Serialize) -> Result<(), Failure> {
+    let line = serde_json::to_string(v)
+        .map_err(|e| Failure::new(exit::INTERNAL, format!("encoding output: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .map_err(|e| Failure::new(exit::LOCAL, format!("writing to stdout: {e}")))
+}
+
+/// Prints a line of text and flushes.
+pub fn text_line(s: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}")
+        .and_then(|_| out.flush())
+        .map_err(|e| Failure::new(exit::LOCAL, format!("writing to stdout: {e}")))
+}
+
+fn hint(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidToken | ErrorCode::Unauthorized => {
+            "; log in again with `gts-webchat persona EMAIL`"
+        }
+        ErrorCode::RateLimited => "; wait a few minutes and try again",
+        ErrorCode::EmailNotConfigured => "; ask the relay's operator to configure SMTP",
+        _ => "",
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        match &e {
+            ClientError::BadUrl { .. } => Failure::new(exit::USAGE, e.to_string()),
+            ClientError::Unreachable { relay, reason, .. } => Failure::new(
+                exit::UNREACHABLE,
+                format!(
+                    "cannot reach the relay at {relay} ({reason}); is it running? Start one with `gts-webchat relay`, or point --relay / $RELAY_URL at yours"
+                ),
+            ),
+            ClientError::Refused {
+                code,
+                message,
+                action,
+                ..
+            } => Failure::new(
+                exit::REFUSED,
+                format!(
+                    "the relay refused {action}: {message} [{code}]{}",
+                    hint(*code)
+                ),
+            ),
+            ClientError::Protocol { .. } => Failure::new(
+                exit::UNREACHABLE,
+                format!("{e}; is that URL really a gts-webchat relay?"),
+            ),
+        }
+    }
+}
+
+impl From<PersonaError> for Failure {
+    fn from(e: PersonaError) -> Failure {
+        Failure::new(exit::LOCAL, e.to_string())
+    }
+}
+
+impl From<FsError> for Failure {
+    fn from(e: FsError) -> Failure {
+        Failure::new(exit::LOCAL, e.to_string())
+    }
+}
+
+impl From<LoginError> for Failure {
+    fn from(e: LoginError) -> Failure {
+        match e {
+            LoginError::Client(c) => c.into(),
+            LoginError::Persona(p) => p.into(),
+            LoginError::BadInput(m) => Failure::new(exit::USAGE, m),
+            LoginError::NeedCode { .. } => Failure::new(exit::USAGE, e.to_string()),
+            LoginError::AddressTaken { .. } | LoginError::Expired { .. } => {
+                Failure::new(exit::REFUSED, e.to_string())
+            }
+        }
+    }
+}
