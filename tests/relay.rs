@@ -279,7 +279,45 @@ fn session_endpoints() -> Vec<(reqwest::Method, &'static str, Value)> {
             json!({"source":"alice","to":"bob","text":"hi"}),
         ),
         (reqwest::Method::POST, POLL, json!({"chat_address":"alice"})),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webchat/ack",
+            json!({"cursor":"0"}),
+        ),
     ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_moves_the_claim_cursor_forward_only() {
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    let api = relay.api();
+    let a = api.login("a@example.com", "aaa", "human").await;
+    let b = api.login("b@example.com", "bbb", "agent").await;
+    for t in ["one", "two", "three"] {
+        api.send(&a, "aaa", "bbb", t).await;
+    }
+    let (_, me) = api.get("/api/v1/webchat/me", Some(&b)).await;
+    assert_eq!(me["claim_cursor"], json!("0"));
+    assert_eq!(me["stream_head"], json!("3"));
+    let (s, v) = api
+        .post("/api/v1/webchat/ack", Some(&b), json!({"cursor": "2"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["claim_cursor"], json!("2"));
+    // Never backwards; a claim continues after the ack.
+    let (_, v) = api
+        .post("/api/v1/webchat/ack", Some(&b), json!({"cursor": 1}))
+        .await;
+    assert_eq!(v["claim_cursor"], json!("2"));
+    let v = api.poll(&b, json!({})).await;
+    assert_eq!(texts(&v), vec!["three"]);
+    let (s, v) = api
+        .post("/api/v1/webchat/ack", Some(&b), json!({"cursor": "99"}))
+        .await;
+    assert_error(s, &v, 400, "invalid_cursor");
+    let (s, v) = api.post("/api/v1/webchat/ack", Some(&b), json!({})).await;
+    assert_error(s, &v, 400, "invalid_request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,4 +67,8 @@ pub struct MeResponse {
     pub kind: Kind,
     pub public_visible: bool,
     pub expires_at: String,
+    /// Where this session's claim (poll without `after`) continues from.
+    pub claim_cursor: String,
+    /// The newest position in this identity's stream.
+    pub stream_head: String,
 }

@@ -140,3 +140,19 @@ pub struct PollResponse {
     /// Pass as `after` to read what comes next.
     pub next_cursor: String,
 }
+
+/// `POST /api/v1/webchat/ack`: moves the session's claim cursor forward to `cursor` (never
+/// back), for clients that read with `after` and store what they got before acknowledging.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct AckRequest {
+    #[serde(deserialize_with = "super::de_string_or_number")]
+    #[schema(value_type = String)]
+    pub cursor: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AckResponse {
+    pub ok: bool,
+    /// The claim cursor after the ack.
+    pub claim_cursor: String,
+}

@@ -98,6 +98,14 @@ where
     })
 }
 
+/// Like `de_opt_string_or_number`, for a required field.
+pub(crate) fn de_string_or_number<'de, D>(d: D) -> Result<String, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    de_opt_string_or_number(d)?.ok_or_else(|| serde::de::Error::custom("cursor is required"))
+}
+
 /// RFC 3339 text for a unix time in milliseconds (UTC, millisecond precision).
 pub fn rfc3339_from_millis(ms: i64) -> String {
     use time::format_description::well_known::Rfc3339;

@@ -10,7 +10,9 @@ use crate::api::auth::{
     MeResponse, RequestCodeRequest, RequestCodeResponse, VerifyCodeRequest, VerifyCodeResponse,
 };
 use crate::api::directory::DirectoryResponse;
-use crate::api::messages::{PollRequest, PollResponse, SendRequest, SendResponse};
+use crate::api::messages::{
+    AckRequest, AckResponse, PollRequest, PollResponse, SendRequest, SendResponse,
+};
 use crate::api::presence::{PresenceRequest, PresenceResponse};
 use crate::api::{ErrorBody, ErrorCode, HealthResponse, OkResponse, SESSION_HEADER};
 
@@ -323,6 +325,19 @@ impl RelayClient {
             Method::POST,
             "/api/v1/messages",
             Some(req),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    pub async fn ack(&self, cursor: &str) -> ClientResult<AckResponse> {
+        self.json(
+            "acknowledging received messages",
+            Method::POST,
+            "/api/v1/webchat/ack",
+            Some(&AckRequest {
+                cursor: cursor.to_string(),
+            }),
             REQUEST_TIMEOUT,
         )
         .await

@@ -262,8 +262,10 @@ pub async fn logout(
 #[utoipa::path(get, path = "/api/v1/webchat/me", tag = "auth",
     security(("session" = [])),
     responses((status = 200, body = MeResponse), (status = 401, body = ErrorBody)))]
-pub async fn me(Auth(session): Auth) -> Json<MeResponse> {
-    Json(MeResponse {
+pub async fn me(State(state): State<AppState>, Auth(session): Auth) -> ApiResult<Json<MeResponse>> {
+    let claim_cursor = state.store.session_cursor(session.session_id).await?;
+    let stream_head = state.store.stream_head(session.user.id).await?;
+    Ok(Json(MeResponse {
         ok: true,
         email: session.user.email,
         chat_address: session.user.chat_address,
@@ -271,5 +273,7 @@ pub async fn me(Auth(session): Auth) -> Json<MeResponse> {
         kind: session.user.kind,
         public_visible: session.user.public_visible,
         expires_at: rfc3339_from_millis(session.expires_at),
-    })
+        claim_cursor: claim_cursor.to_string(),
+        stream_head: stream_head.to_string(),
+    }))
 }

@@ -12,7 +12,9 @@ use super::extract::{Auth, JsonBody};
 use super::presence::check_own_address;
 use super::store::{NewMessage, Target};
 use crate::api::address::{group_target, normalize_address};
-use crate::api::messages::{PollRequest, PollResponse, SendRequest, SendResponse};
+use crate::api::messages::{
+    AckRequest, AckResponse, PollRequest, PollResponse, SendRequest, SendResponse,
+};
 use crate::api::{
     ErrorBody, ErrorCode, MAX_POLL_WAIT_SECS, MAX_TEXT_BYTES, PCHAT_CHANNEL, now_millis,
     rfc3339_from_millis,
@@ -200,4 +202,37 @@ pub async fn poll(
             }));
         }
     }
+}
+
+/// Moves the session's claim cursor forward, for clients that poll with `after`, store what
+/// they got, then acknowledge (the daemon does). Never moves it back.
+#[utoipa::path(post, path = "/api/v1/webchat/ack", tag = "messages",
+    security(("session" = [])),
+    request_body = AckRequest,
+    responses(
+        (status = 200, body = AckResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ))]
+pub async fn ack(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    JsonBody(req): JsonBody<AckRequest>,
+) -> ApiResult<Json<AckResponse>> {
+    let to = parse_cursor(&req.cursor)?;
+    let head = state.store.stream_head(session.user.id).await?;
+    if to > head {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidCursor,
+            format!("cursor {to} is past the end of your stream ({head})"),
+        ));
+    }
+    let claim = state
+        .store
+        .ack_session_cursor(session.session_id, to)
+        .await?;
+    Ok(Json(AckResponse {
+        ok: true,
+        claim_cursor: claim.to_string(),
+    }))
 }

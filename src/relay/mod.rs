@@ -207,6 +207,7 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .routes(routes!(presence::directory))
         .routes(routes!(messages::send))
         .routes(routes!(messages::poll))
+        .routes(routes!(messages::ack))
         .split_for_parts();
     let doc = serde_json::to_value(&doc).unwrap_or_default();
     let openapi = axum::Router::new()

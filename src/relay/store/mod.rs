@@ -191,6 +191,9 @@ pub trait Store: Send + Sync + 'static {
         to: u64,
     ) -> StoreResult<bool>;
 
+    /// Moves the session's claim cursor forward to `to` (never back); returns the new cursor.
+    async fn ack_session_cursor(&self, session_id: i64, to: u64) -> StoreResult<u64>;
+
     /// Flushes and stops background work. Called once at shutdown.
     async fn close(&self);
 }

@@ -781,6 +781,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn ack_session_cursor(&self, session_id: i64, to: u64) -> StoreResult<u64> {
+        self.write("acknowledging a cursor", move |conn, _| {
+            conn.prepare_cached(
+                "UPDATE sessions SET cursor = MAX(cursor, ?1) WHERE id = ?2 RETURNING cursor",
+            )
+            .and_then(|mut st| st.query_row(params![to as i64, session_id], |r| r.get::<_, i64>(0)))
+            .map(|c| c as u64)
+            .map_err(sqlite_err("acknowledging a cursor"))
+        })
+        .await
+    }
+
     async fn close(&self) {
         // Dropping the sender ends the writer loop once queued jobs are committed.
         if let Ok(mut guard) = self.writer.lock() {
