@@ -5,5 +5,6 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod daemon;
 pub mod private_fs;
 pub mod relay;

@@ -41,8 +41,15 @@ pub struct Outgoing {
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// The persona to send as (email or chat address)
-    #[arg(long = "as", value_name = "EMAIL|ADDRESS")]
-    pub as_: String,
+    #[arg(
+        long = "as",
+        value_name = "EMAIL|ADDRESS",
+        required_unless_present = "task"
+    )]
+    pub as_: Option<String>,
+    /// Send through a running daemon, as its persona
+    #[arg(long, conflicts_with = "as_")]
+    pub task: Option<String>,
     /// Recipient chat address (or group:grp_…)
     #[arg(long)]
     pub to: String,
@@ -164,7 +171,8 @@ pub fn print_sent(message_id: &str, to: &str, json: bool) -> CliResult {
 }
 
 pub async fn send(args: SendArgs) -> CliResult {
-    let mut persona = resolve(&args.as_, args.relay.as_deref()).await?;
+    let who = args.as_.clone().unwrap_or_default();
+    let mut persona = resolve(&who, args.relay.as_deref()).await?;
     let out = Outgoing {
         to: args.to.clone(),
         text: args.message,
@@ -174,6 +182,28 @@ pub async fn send(args: SendArgs) -> CliResult {
         attachment_kind: args.attachment_kind,
     };
     let id = send_as(&mut persona, &out).await?;
+    print_sent(&id, &args.to, args.json)
+}
+
+/// `send --task T`: the running daemon sends as its persona.
+pub fn send_via_daemon(task: &str, args: &SendArgs) -> CliResult {
+    if args.file.is_some() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--file is not supported with --task yet; send files with --as",
+        ));
+    }
+    let text = args.message.clone().unwrap_or_default();
+    if text.trim().is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "nothing to send: give --message TEXT",
+        ));
+    }
+    let id = super::daemon_cmd::send_via_task(
+        task,
+        json!({"to": args.to, "text": text, "reply_to": args.reply_to}),
+    )?;
     print_sent(&id, &args.to, args.json)
 }
 

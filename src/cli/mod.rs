@@ -2,12 +2,14 @@
 //! stderr and a distinct exit code.
 
 mod compat;
+mod daemon_cmd;
 mod docs;
 pub mod exit;
 mod messaging;
 pub mod output;
 mod persona_cmd;
 mod relay_cmd;
+mod tail_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +35,11 @@ pub enum Command {
     Watch(messaging::WatchArgs),
     /// List the personas stored on this machine.
     List(persona_cmd::ListArgs),
+    /// Keep a persona online and wake a program once per inbound message.
+    #[command(subcommand)]
+    Daemon(daemon_cmd::DaemonCommand),
+    /// Show a task's inbox (the last N messages; -f follows).
+    Tail(tail_cmd::TailArgs),
     /// The seed's webchat_cli.py flags, unchanged (`gts-webchat cli EMAIL --name … --watch`).
     Cli(compat::CompatArgs),
     /// Print a shell completion script.
@@ -77,18 +84,25 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Relay(args) => relay_cmd::run(args),
         Command::Persona(args) => client_runtime(persona_cmd::run(args)),
-        Command::Send(args) => client_runtime(messaging::send(args)),
+        Command::Send(args) => match args.task.clone() {
+            Some(task) => messaging::send_via_daemon(&task, &args),
+            None => client_runtime(messaging::send(args)),
+        },
         Command::Inbox(args) => client_runtime(messaging::inbox(args)),
         Command::Watch(args) => client_runtime(messaging::watch(args)),
         Command::List(args) => persona_cmd::list(&args),
         Command::Cli(args) => client_runtime(compat::run(args)),
+        Command::Daemon(cmd) => daemon_cmd::dispatch(cmd),
+        Command::Tail(args) => tail_cmd::run(&args),
         Command::Completions(args) => docs::completions(&args),
         Command::Man => docs::man(),
     };
     match result {
         Ok(()) => exit::OK,
         Err(f) => {
-            eprintln!("gts-webchat: {}", f.message);
+            if !f.message.is_empty() {
+                eprintln!("gts-webchat: {}", f.message);
+            }
             f.code
         }
     }

@@ -465,8 +465,9 @@ pub fn smtp_sink() -> (u16, std::thread::JoinHandle<String>) {
             }
             if in_data {
                 if line == ".\r\n" {
-                    in_data = false;
+                    // Done: the relay's pooled connection may stay open, so do not wait for QUIT.
                     write!(out, "250 queued\r\n").unwrap();
+                    break;
                 } else {
                     data.push_str(&line);
                 }

@@ -1,0 +1,444 @@
+//! Starting, stopping and finding daemons. `start` validates settings, takes the task lock,
+//! forks with `daemonize` before any async runtime exists, and returns once the daemon answers
+//! on its socket. The lock (flock on `daemon.lock`) travels to the daemon through the inherited
+//! file description, so two concurrent starts are decided before either forks.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+
+use super::control::{self, ControlError};
+use super::paths::{TaskName, TaskPaths};
+use super::protocol::{Phase, Status};
+use super::settings::{Identity, SettingsError, TaskSettings};
+use super::{DaemonError, supervisor};
+use crate::api::address::{normalize_address, normalize_email};
+use crate::client::PersonaStore;
+use crate::client::relay_client::normalize_relay_url;
+use crate::private_fs::{self, FsError};
+
+/// How long `start` waits for the daemon to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "the daemon for task {task} is already running{pid}; stop it with `gts-webchat daemon stop --task {task}`"
+    )]
+    AlreadyRunning { task: String, pid: String },
+    #[error("the daemon for task {task} is not running")]
+    NotRunning { task: String },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("the daemon for task {task} did not come up: {why}; its log is in {logs}")]
+    DidNotStart {
+        task: String,
+        why: String,
+        logs: PathBuf,
+    },
+    #[error("the daemon for task {task} could not start: {why}")]
+    Failed { task: String, why: String },
+    #[error("the daemon for task {task} did not stop within {secs} s")]
+    StopTimeout { task: String, secs: u64 },
+    #[error("cannot fork the daemon: {0}")]
+    Fork(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(String),
+}
+
+/// Resolves a hook program to an absolute path to an executable file (the daemon runs in `/`).
+pub fn resolve_program(raw: &Path) -> Result<PathBuf, LaunchError> {
+    let bad = |why: &str| {
+        LaunchError::Invalid(format!(
+            "--on-message {}: {why}; give the path of an executable file",
+            raw.display()
+        ))
+    };
+    let candidate = if raw.components().count() > 1 || raw.is_absolute() {
+        raw.to_path_buf()
+    } else {
+        // A bare name is looked up on PATH, like a shell would, but nothing is run by one.
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join(raw))
+            .find(|p| p.is_file())
+            .ok_or_else(|| bad("not found on PATH"))?
+    };
+    let abs = std::fs::canonicalize(&candidate).map_err(|e| bad(&e.to_string()))?;
+    if !abs.is_file() {
+        return Err(bad("not a file"));
+    }
+    if nix::unistd::access(&abs, nix::unistd::AccessFlags::X_OK).is_err() {
+        return Err(bad("not executable (chmod +x it)"));
+    }
+    Ok(abs)
+}
+
+/// Checks everything that can be checked without the network.
+pub fn validate(settings: &TaskSettings) -> Result<(), LaunchError> {
+    if let Some(hook) = &settings.hook {
+        resolve_program(&hook.program)?;
+    }
+    if let Some(r) = &settings.relay {
+        normalize_relay_url(r).map_err(|e| LaunchError::Invalid(e.to_string()))?;
+    }
+    match &settings.identity {
+        Identity::Persona { who } => {
+            let store =
+                PersonaStore::open_default().map_err(|e| LaunchError::Invalid(e.to_string()))?;
+            if store
+                .find(who)
+                .map_err(|e| LaunchError::Invalid(e.to_string()))?
+                .is_none()
+            {
+                return Err(LaunchError::Invalid(format!(
+                    "no local persona matches {who:?}; create it with `gts-webchat persona EMAIL --name NAME`, or see `gts-webchat list`"
+                )));
+            }
+        }
+        Identity::Flags {
+            email,
+            chat_address,
+            relay,
+            ..
+        } => {
+            normalize_email(email).map_err(LaunchError::Invalid)?;
+            if let Some(a) = chat_address {
+                normalize_address(a).map_err(LaunchError::Invalid)?;
+            }
+            if let Some(r) = relay {
+                normalize_relay_url(r).map_err(|e| LaunchError::Invalid(e.to_string()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_lock_file(paths: &TaskPaths) -> Result<File, LaunchError> {
+    private_fs::private_dir(&paths.dir)?;
+    private_fs::private_dir(&paths.logs)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&paths.lock)
+        .map_err(|e| FsError::new("opening", &paths.lock, e).into())
+}
+
+/// Takes the task lock, or says who holds it.
+fn lock_task(paths: &TaskPaths) -> Result<File, LaunchError> {
+    let file = open_lock_file(paths)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&paths.lock)
+                .ok()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            Err(LaunchError::AlreadyRunning {
+                task: paths.task.to_string(),
+                pid,
+            })
+        }
+        Err(TryLockError::Error(e)) => Err(FsError::new("locking", &paths.lock, e).into()),
+    }
+}
+
+/// Whether no process holds the task lock (the daemon is gone).
+pub fn lock_is_free(paths: &TaskPaths) -> bool {
+    match File::open(&paths.lock) {
+        Ok(f) => match f.try_lock() {
+            Ok(()) => {
+                let _ = f.unlock();
+                true
+            }
+            Err(_) => false,
+        },
+        Err(_) => true,
+    }
+}
+
+/// Sets up logging in the daemon process: daily files in the task's logs folder (7 kept), and
+/// stderr too in the foreground.
+fn init_logging(
+    paths: &TaskPaths,
+    foreground: bool,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let appender = tracing_appender::rolling::RollingFileAppender::builder()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("daemon")
+        .filename_suffix("log")
+        .max_log_files(7)
+        .build(&paths.logs)
+        .ok()?;
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GTS_WEBCHAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let file_layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_target(false);
+    let stderr_layer = foreground.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init();
+    Some(guard)
+}
+
+/// The daemon's body in its own process (after the fork, or `daemon run`). Returns the exit code.
+fn daemon_main(
+    task: TaskName,
+    paths: TaskPaths,
+    settings: TaskSettings,
+    mut lock: File,
+    foreground: bool,
+) -> i32 {
+    let _ = lock.set_len(0);
+    let _ = write!(lock, "{}", std::process::id());
+    let _ = lock.sync_data();
+    let _guard = init_logging(&paths, foreground);
+    crate::client::install_crypto();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = std::fs::write(
+                &paths.last_error,
+                format!("cannot start the async runtime: {e}"),
+            );
+            return 1;
+        }
+    };
+    let last_error = paths.last_error.clone();
+    let result = rt.block_on(supervisor::run(task, paths, settings));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    drop(lock);
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = std::fs::write(&last_error, e.to_string());
+            if foreground {
+                eprintln!("gts-webchat: daemon: {e}");
+            }
+            1
+        }
+    }
+}
+
+/// What `start` reports.
+#[derive(Debug)]
+pub struct Started {
+    pub status: Status,
+    pub paths: TaskPaths,
+}
+
+/// Forks a background daemon for the task and waits until it answers.
+pub fn start(
+    task: &TaskName,
+    paths: &TaskPaths,
+    settings: &TaskSettings,
+) -> Result<Started, LaunchError> {
+    validate(settings)?;
+    let lock = lock_task(paths)?;
+    settings.save(&paths.settings)?;
+    let _ = std::fs::remove_file(&paths.last_error);
+    let stderr_log = private_fs::open_append(&paths.logs.join("daemon.stderr"))?;
+    let outcome = daemonize::Daemonize::new()
+        .working_directory("/")
+        .umask(0o077)
+        .stdout(daemonize::Stdio::devnull())
+        .stderr(stderr_log)
+        .execute();
+    match outcome {
+        daemonize::Outcome::Parent(Ok(_)) => {
+            // Close our copy: the lock stays with the daemon's copy of the same description.
+            drop(lock);
+            wait_ready(task, paths)
+        }
+        daemonize::Outcome::Parent(Err(e)) => Err(LaunchError::Fork(e.to_string())),
+        daemonize::Outcome::Child(Ok(_)) => {
+            let code = daemon_main(task.clone(), paths.clone(), settings.clone(), lock, false);
+            std::process::exit(code)
+        }
+        daemonize::Outcome::Child(Err(e)) => {
+            let _ = std::fs::write(&paths.last_error, format!("daemonizing failed: {e}"));
+            std::process::exit(1)
+        }
+    }
+}
+
+/// `daemon run`: the daemon in the foreground (systemd, launchd, debugging). Returns the exit
+/// code.
+pub fn run_foreground(
+    task: &TaskName,
+    paths: &TaskPaths,
+    settings: &TaskSettings,
+) -> Result<i32, LaunchError> {
+    validate(settings)?;
+    let lock = lock_task(paths)?;
+    settings.save(&paths.settings)?;
+    Ok(daemon_main(
+        task.clone(),
+        paths.clone(),
+        settings.clone(),
+        lock,
+        true,
+    ))
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime, LaunchError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LaunchError::Runtime(e.to_string()))
+}
+
+/// Asks the daemon for its status.
+pub async fn status(paths: &TaskPaths) -> Result<Status, ControlError> {
+    let reply = control::request(
+        paths.task.as_str(),
+        &paths.socket,
+        Method::GET,
+        "/status",
+        None,
+    )
+    .await?;
+    reply
+        .status
+        .map(|s| *s)
+        .ok_or_else(|| ControlError::Protocol {
+            task: paths.task.to_string(),
+            detail: "status reply without a status".into(),
+        })
+}
+
+fn wait_ready(task: &TaskName, paths: &TaskPaths) -> Result<Started, LaunchError> {
+    let rt = client_runtime()?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    rt.block_on(async {
+        loop {
+            match status(paths).await {
+                Ok(s) if s.phase == Phase::Failed => {
+                    return Err(LaunchError::Failed {
+                        task: task.to_string(),
+                        why: s.error.unwrap_or_else(|| "unknown".into()),
+                    });
+                }
+                Ok(s) if s.phase != Phase::Starting => {
+                    return Ok(Started {
+                        status: s,
+                        paths: paths.clone(),
+                    });
+                }
+                Ok(_) => {}
+                Err(ControlError::NotRunning { .. }) if lock_is_free(paths) => {
+                    // The daemon exited before answering; it left its reason behind.
+                    let why = std::fs::read_to_string(&paths.last_error)
+                        .ok()
+                        .filter(|s| !s.trim().is_empty())
+                        .unwrap_or_else(|| "it exited at once".into());
+                    return Err(LaunchError::Failed {
+                        task: task.to_string(),
+                        why: why.trim().to_string(),
+                    });
+                }
+                Err(ControlError::NotRunning { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() > deadline {
+                return Err(LaunchError::DidNotStart {
+                    task: task.to_string(),
+                    why: format!(
+                        "no answer on {} within {} s",
+                        paths.socket.display(),
+                        READY_TIMEOUT.as_secs()
+                    ),
+                    logs: paths.logs.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// Asks the daemon to stop and waits until it has released its lock.
+pub async fn stop(paths: &TaskPaths, grace: Duration) -> Result<(), LaunchError> {
+    match control::request(
+        paths.task.as_str(),
+        &paths.socket,
+        Method::POST,
+        "/stop",
+        None,
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(ControlError::NotRunning { .. }) => {
+            return Err(LaunchError::NotRunning {
+                task: paths.task.to_string(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let limit = grace + Duration::from_secs(20);
+    let deadline = Instant::now() + limit;
+    while !lock_is_free(paths) {
+        if Instant::now() > deadline {
+            return Err(LaunchError::StopTimeout {
+                task: paths.task.to_string(),
+                secs: limit.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Every task that has a state folder.
+pub fn list_tasks() -> Vec<TaskName> {
+    let Some(root) = super::paths::tasks_root() else {
+        return Vec::new();
+    };
+    let mut tasks: Vec<TaskName> = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| TaskName::parse(n).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    tasks.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    tasks
+}
+
+/// Loads a task's saved settings.
+pub fn saved_settings(paths: &TaskPaths) -> Result<Option<TaskSettings>, DaemonError> {
+    Ok(TaskSettings::load(&paths.settings)?)
+}

@@ -1,0 +1,116 @@
+//! The control plane's wire types, shared by the daemon and the CLI that talks to it over the
+//! task's unix socket (HTTP/1.1). Every reply carries the protocol version.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{DeadLetter, HookResult};
+
+/// Bumped whenever a request or reply changes shape.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Where the daemon is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Logging in / reaching the relay for the first time.
+    Starting,
+    /// Receiving.
+    Running,
+    /// Gave up (a bad identity, say); see `error`.
+    Failed,
+    /// Shutting down.
+    Stopping,
+}
+
+/// The hook run in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningHook {
+    pub message_id: String,
+    pub seq: u64,
+    pub batch: usize,
+    pub attempt: u32,
+    pub pid: Option<u32>,
+    pub started_at: String,
+}
+
+/// `GET /status`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub protocol: u32,
+    pub version: String,
+    pub task: String,
+    pub pid: u32,
+    pub phase: Phase,
+    pub relay: String,
+    pub chat_address: String,
+    /// The relay answers and presence is online.
+    pub online: bool,
+    /// The last problem reaching the relay or storing messages, if it persists.
+    pub problem: Option<String>,
+    /// Set when the daemon failed (phase "failed").
+    pub error: Option<String>,
+    pub cursor: Option<String>,
+    pub inbox_path: String,
+    pub inbox_records: u64,
+    pub inbox_bytes: u64,
+    pub queue_depth: usize,
+    pub running_hook: Option<RunningHook>,
+    pub last_hook: Option<HookResult>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub hooks_paused: bool,
+    pub hook: Option<String>,
+    pub on_busy: String,
+    pub reply: bool,
+    /// Peers the loop guard stopped replying to.
+    pub loop_guarded: Vec<String>,
+    pub started_at: String,
+    pub uptime_secs: u64,
+    pub socket: String,
+}
+
+/// `POST /send`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendBody {
+    pub to: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    #[serde(default)]
+    pub attachments: Option<Vec<crate::api::messages::Attachment>>,
+}
+
+/// Every control reply: the protocol version, ok, and what the request returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub protocol: u32,
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub status: Option<Box<Status>>,
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default)]
+    pub retried: Option<usize>,
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply {
+            protocol: PROTOCOL_VERSION,
+            ok: true,
+            error: None,
+            status: None,
+            message_id: None,
+            retried: None,
+        }
+    }
+    pub fn err(e: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(e.into()),
+            ..Reply::ok()
+        }
+    }
+}

@@ -1,0 +1,940 @@
+//! The daemon as a user runs it: real relay and daemon processes, isolated HOME/XDG dirs, hook
+//! programs that are small shell scripts standing in for a model runner.
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn gw(sb: &Sandbox, args: &[&str]) -> Output {
+    sb.cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gts-webchat")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes an executable hook script into the sandbox.
+fn script(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
+    let p = sb.path().join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn task_dir(sb: &Sandbox, task: &str) -> PathBuf {
+    sb.path().join("state/gts-webchat/tasks").join(task)
+}
+
+fn inbox_records(sb: &Sandbox, task: &str) -> Vec<Value> {
+    std::fs::read_to_string(task_dir(sb, task).join("inbox.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("inbox line is JSON"))
+        .collect()
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn status(sb: &Sandbox, task: &str) -> Value {
+    let o = gw(sb, &["daemon", "status", "--task", task, "--json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+/// A relay plus two personas: the agent (driven by the daemon) and a human who writes to it.
+struct World {
+    sb: Sandbox,
+    relay: Relay,
+    api: Api,
+    human: String,
+}
+
+impl World {
+    async fn new() -> World {
+        let sb = Sandbox::new();
+        let relay = Relay::start(&sb);
+        let api = relay.api();
+        let human = api.login("human@example.com", "human-1", "human").await;
+        let w = World {
+            sb,
+            relay,
+            api,
+            human,
+        };
+        w.persona("agent@example.com", "agent-1");
+        w
+    }
+
+    fn persona(&self, email: &str, address: &str) {
+        ok(&gw(
+            &self.sb,
+            &[
+                "persona",
+                email,
+                "--name",
+                address,
+                "--chat-address",
+                address,
+                "--relay",
+                &self.relay.url,
+                "--quiet-url",
+            ],
+        ));
+    }
+
+    async fn tell(&self, to: &str, text: &str) -> String {
+        self.api.send(&self.human, "human-1", to, text).await
+    }
+
+    fn start(&self, task: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["daemon", "start", "--task", task, "--as", "agent-1"];
+        args.extend_from_slice(extra);
+        gw(&self.sb, &args)
+    }
+
+    fn stop(&self, task: &str) {
+        ok(&gw(&self.sb, &["daemon", "stop", "--task", task]));
+    }
+
+    fn daemon_pid(&self, task: &str) -> u32 {
+        status(&self.sb, task)["pid"].as_u64().expect("daemon pid") as u32
+    }
+
+    /// The human's view of the agent in the directory.
+    async fn agent_entry(&self) -> Value {
+        let (_, v) = self
+            .api
+            .get("/api/v1/webchat/directory?q=agent-1", Some(&self.human))
+            .await;
+        v["results"][0].clone()
+    }
+}
+
+fn wait_inbox(sb: &Sandbox, task: &str, n: usize) -> Vec<Value> {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{n} inbox records"),
+        || {
+            let r = inbox_records(sb, task);
+            (r.len() >= n).then_some(r)
+        },
+    )
+}
+
+fn wait_lines(path: &Path, n: usize, what: &str) -> Vec<String> {
+    wait_for(Duration::from_secs(60), what, || {
+        let l = lines_of(path);
+        (l.len() >= n).then_some(l)
+    })
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_status_stop_and_presence() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    let log = sb.path().join("hook.log");
+    let hook = script(
+        sb,
+        "hook.sh",
+        &format!(
+            "cat >/dev/null; echo \"$GTS_WEBCHAT_TEXT\" >> {}",
+            log.display()
+        ),
+    );
+    let out = ok(&w.start("t1", &["--on-message", hook.to_str().unwrap()]));
+    assert!(
+        out.contains("inbox:") && out.contains("inbox.jsonl"),
+        "{out}"
+    );
+    assert!(out.contains("socket:") && out.contains("t1.sock"), "{out}");
+
+    let st = status(sb, "t1");
+    assert_eq!(st["running"], json!(true));
+    assert_eq!(st["phase"], json!("running"));
+    assert_eq!(st["chat_address"], json!("agent-1"));
+    assert_eq!(st["relay"], json!(w.relay.url));
+    assert!(st["pid"].as_u64().unwrap() > 0);
+    assert_eq!(st["version"], json!(env!("CARGO_PKG_VERSION")));
+    assert!(st["uptime_secs"].is_number());
+    wait_for(Duration::from_secs(10), "presence online", || {
+        (block(w.agent_entry())["online"] == json!(true)).then_some(())
+    });
+    let text = ok(&gw(sb, &["daemon", "status", "--task", "t1"]));
+    assert!(
+        text.contains("running") && text.contains("agent-1"),
+        "{text}"
+    );
+
+    // A second start says so, and exits 7.
+    let again = w.start("t1", &[]);
+    assert_eq!(again.status.code(), Some(7), "{}", err(&again));
+    assert!(err(&again).contains("already running"));
+
+    // Messages reach the hook; `send --task` goes out through the daemon.
+    w.tell("agent-1", "hi daemon").await;
+    wait_lines(&log, 1, "the hook to run");
+    let sent = ok(&gw(
+        sb,
+        &[
+            "send",
+            "--task",
+            "t1",
+            "--to",
+            "human-1",
+            "--message",
+            "via the daemon",
+            "--json",
+        ],
+    ));
+    let sent: Value = serde_json::from_str(sent.trim()).unwrap();
+    let v = w.api.poll(&w.human, json!({"after": "0"})).await;
+    assert_eq!(v["messages"][0]["message_id"], sent["message_id"]);
+    assert_eq!(v["messages"][0]["from"], json!("agent-1"));
+
+    // daemon list shows it.
+    let list = ok(&gw(sb, &["daemon", "list"]));
+    assert!(list.contains("t1") && list.contains("running"), "{list}");
+
+    w.stop("t1");
+    let o = gw(sb, &["daemon", "status", "--task", "t1"]);
+    assert_eq!(o.status.code(), Some(6), "{}", err(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("not running"));
+    assert_eq!(
+        w.agent_entry().await["online"],
+        json!(false),
+        "offline at stop"
+    );
+    let o = gw(sb, &["daemon", "stop", "--task", "t1"]);
+    assert_eq!(o.status.code(), Some(6));
+
+    // Saved settings: a bare start runs it the same way again.
+    ok(&gw(sb, &["daemon", "start", "--task", "t1"]));
+    w.tell("agent-1", "second life").await;
+    wait_lines(&log, 2, "the hook after restart");
+    assert_eq!(lines_of(&log), vec!["hi daemon", "second life"]);
+    w.stop("t1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_messages_two_hundred_hook_runs_in_order() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    let log = sb.path().join("runs.log");
+    // Checks stdin is the record (one JSON line) and the env matches it.
+    let hook = script(
+        sb,
+        "hook.sh",
+        &format!(
+            r#"line=$(cat)
+case "$line" in *"\"message_id\":\"$GTS_WEBCHAT_MESSAGE_ID\""*) ;; *) echo "stdin mismatch" >&2; exit 1;; esac
+[ "$GTS_WEBCHAT_TASK" = bulk ] && [ "$GTS_WEBCHAT_FROM" = human-1 ] && [ "$GTS_WEBCHAT_FROM_KIND" = human ] \
+  && [ "$GTS_WEBCHAT_CHAT_ADDRESS" = agent-1 ] && [ -f "$GTS_WEBCHAT_INBOX" ] && [ -n "$GTS_WEBCHAT_RELAY" ] || exit 1
+echo "$GTS_WEBCHAT_TEXT" >> {}"#,
+            log.display()
+        ),
+    );
+    ok(&w.start("bulk", &["--on-message", hook.to_str().unwrap()]));
+    let mut expect = Vec::new();
+    for i in 0..200 {
+        let t = format!("m{i:03}");
+        w.tell("agent-1", &t).await;
+        expect.push(t);
+    }
+    let runs = wait_lines(&log, 200, "200 hook runs");
+    assert_eq!(runs, expect, "hook runs in order, once each");
+    let inbox = inbox_records(sb, "bulk");
+    assert_eq!(inbox.len(), 200);
+    let texts: Vec<&str> = inbox.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, expect.iter().map(String::as_str).collect::<Vec<_>>());
+    for (i, r) in inbox.iter().enumerate() {
+        assert_eq!(r["seq"], json!(i + 1));
+        for field in [
+            "message_id",
+            "from",
+            "from_name",
+            "from_kind",
+            "to",
+            "text",
+            "created_at",
+            "type",
+            "reply_to",
+            "attachments",
+        ] {
+            assert!(r.get(field).is_some(), "{field} missing in {r}");
+        }
+    }
+    let st = status(sb, "bulk");
+    assert_eq!(st["queue_depth"], json!(0));
+    assert_eq!(st["inbox_records"], json!(200));
+    assert!(st["dead_letters"].as_array().unwrap().is_empty());
+    w.stop("bulk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_loses_and_doubles_nothing() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    let log = sb.path().join("marks.log");
+    let hook = script(
+        sb,
+        "hook.sh",
+        &format!(
+            "cat >/dev/null\necho \"start $GTS_WEBCHAT_TEXT\" >> {l}\necho \"end $GTS_WEBCHAT_TEXT\" >> {l}",
+            l = log.display()
+        ),
+    );
+    ok(&w.start("crash", &["--on-message", hook.to_str().unwrap()]));
+    let total = 120;
+    // A sender keeps writing while the daemon is killed and restarted.
+    let sender = {
+        let api = w.api.clone();
+        let human = w.human.clone();
+        tokio::spawn(async move {
+            for i in 0..total {
+                api.send(&human, "human-1", "agent-1", &format!("k{i:03}"))
+                    .await;
+            }
+        })
+    };
+    wait_for(Duration::from_secs(60), "40 hooks to finish", || {
+        (lines_of(&log)
+            .iter()
+            .filter(|l| l.starts_with("end"))
+            .count()
+            >= 40)
+            .then_some(())
+    });
+    let pid = w.daemon_pid("crash");
+    signal(pid, "KILL");
+    wait_for(Duration::from_secs(10), "the daemon to die", || {
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    // What the daemon had recorded as finished when it died.
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(task_dir(sb, "crash").join("state.json")).unwrap())
+            .unwrap();
+    let finished = state["hook_seq"].as_u64().unwrap();
+    assert!(finished >= 39, "hook progress was saved: {state}");
+
+    // Start again (a stale socket and lock were left behind).
+    ok(&gw(sb, &["daemon", "start", "--task", "crash"]));
+    sender.await.unwrap();
+    let inbox = wait_inbox(sb, "crash", total);
+    wait_for(Duration::from_secs(60), "every hook to finish", || {
+        let ends: std::collections::HashSet<String> = lines_of(&log)
+            .iter()
+            .filter_map(|l| l.strip_prefix("end ").map(str::to_string))
+            .collect();
+        (ends.len() >= total).then_some(())
+    });
+
+    // The inbox: every message exactly once, in order.
+    let texts: Vec<String> = inbox
+        .iter()
+        .map(|r| r["text"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (0..total).map(|i| format!("k{i:03}")).collect();
+    assert_eq!(texts, want);
+    let seqs: Vec<u64> = inbox.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+
+    // Hooks: a finished one never runs again; at most the one interrupted runs twice.
+    let mut starts: HashMap<String, usize> = HashMap::new();
+    for l in lines_of(&log) {
+        if let Some(t) = l.strip_prefix("start ") {
+            *starts.entry(t.to_string()).or_default() += 1;
+        }
+    }
+    for (i, t) in want.iter().enumerate() {
+        let n = starts.get(t).copied().unwrap_or(0);
+        assert!(n >= 1, "{t} never ran");
+        if (i as u64) < finished {
+            assert_eq!(n, 1, "{t} finished before the crash but ran again");
+        }
+    }
+    let doubled = starts.values().filter(|&&n| n > 1).count();
+    assert!(doubled <= 1, "{doubled} hooks ran twice");
+    w.stop("crash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_hook_retries_then_dead_letters_and_retry_runs_it_again() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    let attempts = sb.path().join("attempts.log");
+    let fixed = sb.path().join("fixed");
+    let hook = script(
+        sb,
+        "hook.sh",
+        &format!(
+            "cat >/dev/null\necho \"$GTS_WEBCHAT_TEXT $GTS_WEBCHAT_ATTEMPT\" >> {a}\n[ -e {f} ] && exit 0\necho 'model runner crashed' >&2\nexit 3",
+            a = attempts.display(),
+            f = fixed.display()
+        ),
+    );
+    ok(&w.start(
+        "fail",
+        &[
+            "--on-message",
+            hook.to_str().unwrap(),
+            "--max-attempts",
+            "2",
+        ],
+    ));
+    let mid = w.tell("agent-1", "doomed").await;
+    let st = wait_for(Duration::from_secs(30), "a dead letter", || {
+        let st = status(sb, "fail");
+        (!st["dead_letters"]
+            .as_array()
+            .map(|d| d.is_empty())
+            .unwrap_or(true))
+        .then_some(st)
+    });
+    assert_eq!(lines_of(&attempts), vec!["doomed 1", "doomed 2"]);
+    let dead = &st["dead_letters"][0];
+    assert_eq!(dead["record"]["message_id"], json!(mid));
+    assert_eq!(dead["attempts"], json!(2));
+    assert!(
+        dead["error"].as_str().unwrap().contains("status 3"),
+        "{dead}"
+    );
+    assert!(
+        dead["error"]
+            .as_str()
+            .unwrap()
+            .contains("model runner crashed"),
+        "{dead}"
+    );
+    assert_eq!(st["last_hook"]["ok"], json!(false));
+    // The queue moved on: a later message is handled.
+    std::fs::write(&fixed, "").unwrap();
+    w.tell("agent-1", "next").await;
+    wait_for(Duration::from_secs(30), "the next message", || {
+        lines_of(&attempts)
+            .contains(&"next 1".to_string())
+            .then_some(())
+    });
+    let text = ok(&gw(sb, &["daemon", "status", "--task", "fail"]));
+    assert!(text.contains("dead letters: 1"), "{text}");
+
+    // retry: runs the dead letter again; it succeeds now and leaves the list.
+    let out = ok(&gw(sb, &["daemon", "retry", "--task", "fail"]));
+    assert!(out.contains("1 dead letter"), "{out}");
+    wait_for(Duration::from_secs(30), "the dead letter to clear", || {
+        status(sb, "fail")["dead_letters"]
+            .as_array()
+            .is_some_and(|d| d.is_empty())
+            .then_some(())
+    });
+    assert!(lines_of(&attempts).contains(&"doomed 1".to_string()));
+    assert_eq!(lines_of(&attempts).last().unwrap(), "doomed 1");
+    w.stop("fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_ignoring_term_is_killed_with_its_children() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    let pids = sb.path().join("pids");
+    let hook = script(
+        sb,
+        "stubborn.sh",
+        &format!(
+            "trap '' TERM\nsleep 300 &\necho $! >> {p}\necho $$ >> {p}\nwait",
+            p = pids.display()
+        ),
+    );
+    ok(&w.start(
+        "stuck",
+        &[
+            "--on-message",
+            hook.to_str().unwrap(),
+            "--hook-timeout",
+            "1",
+            "--max-attempts",
+            "1",
+        ],
+    ));
+    w.tell("agent-1", "hang").await;
+    let both = wait_lines(&pids, 2, "the hook and its child to start");
+    let alive = |p: &str| {
+        Path::new(&format!("/proc/{p}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    assert!(both.iter().all(|p| alive(p)));
+    wait_for(
+        Duration::from_secs(30),
+        "hook and child to be killed",
+        || both.iter().all(|p| !alive(p)).then_some(()),
+    );
+    let st = wait_for(Duration::from_secs(10), "the dead letter", || {
+        let st = status(sb, "stuck");
+        (st["dead_letters"].as_array().map(|d| d.len()) == Some(1)).then_some(st)
+    });
+    assert!(
+        st["dead_letters"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{st}"
+    );
+    w.stop("stuck");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesce_batches_what_arrived_while_busy_and_presence_says_working() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    let log = sb.path().join("batches.log");
+    let go = sb.path().join("go");
+    let hook = script(
+        sb,
+        "hook.sh",
+        &format!(
+            r#"n=$(wc -l)
+echo "$GTS_WEBCHAT_BATCH_COUNT $n $GTS_WEBCHAT_TEXT" >> {l}
+if [ "$GTS_WEBCHAT_TEXT" = slow ]; then while [ ! -e {g} ]; do sleep 0.02; done; fi"#,
+            l = log.display(),
+            g = go.display()
+        ),
+    );
+    ok(&w.start(
+        "co",
+        &[
+            "--on-message",
+            hook.to_str().unwrap(),
+            "--on-busy",
+            "coalesce",
+        ],
+    ));
+    w.tell("agent-1", "slow").await;
+    wait_lines(&log, 1, "the slow hook to start");
+    wait_for(Duration::from_secs(15), "presence status working", || {
+        (block(w.agent_entry())["status"] == json!("working")).then_some(())
+    });
+    for i in 1..=5 {
+        w.tell("agent-1", &format!("b{i}")).await;
+    }
+    wait_for(Duration::from_secs(15), "five to wait in the queue", || {
+        (status(sb, "co")["queue_depth"] == json!(5)).then_some(())
+    });
+    let st = status(sb, "co");
+    assert!(st["running_hook"].is_object(), "{st}");
+    std::fs::write(&go, "").unwrap();
+    let runs = wait_lines(&log, 2, "the coalesced run");
+    assert_eq!(
+        runs,
+        vec!["1 1 slow", "5 5 b5"],
+        "one run for the five, all on stdin"
+    );
+    wait_for(Duration::from_secs(15), "presence status cleared", || {
+        let e = block(w.agent_entry());
+        (e["status"].is_null() && e["online"] == json!(true)).then_some(())
+    });
+    w.stop("co");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_round_trip_and_loop_guard_between_two_daemons() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    let echo = script(
+        sb,
+        "echo.sh",
+        "cat >/dev/null\nprintf 'echo: %s\\n' \"$GTS_WEBCHAT_TEXT\"",
+    );
+    ok(&w.start("echo", &["--on-message", echo.to_str().unwrap(), "--reply"]));
+    let mid = w.tell("agent-1", "ping").await;
+    let reply = wait_for(Duration::from_secs(30), "the reply", || {
+        let v = block(w.api.poll(&w.human, json!({"after": "0"})));
+        v["messages"].as_array().and_then(|a| a.first().cloned())
+    });
+    assert_eq!(reply["text"], json!("echo: ping"));
+    assert_eq!(reply["reply_to"], json!(mid));
+    assert_eq!(reply["from"], json!("agent-1"));
+    w.stop("echo");
+
+    // Two agents replying to each other stop at the loop guard (3 per window here).
+    w.persona("other@example.com", "agent-2");
+    ok(&gw(
+        sb,
+        &[
+            "daemon",
+            "start",
+            "--task",
+            "a",
+            "--as",
+            "agent-1",
+            "--reply-limit",
+            "3",
+            "--on-message",
+            echo.to_str().unwrap(),
+            "--reply",
+        ],
+    ));
+    ok(&gw(
+        sb,
+        &[
+            "daemon",
+            "start",
+            "--task",
+            "b",
+            "--as",
+            "agent-2",
+            "--reply-limit",
+            "3",
+            "--on-message",
+            echo.to_str().unwrap(),
+            "--reply",
+        ],
+    ));
+    ok(&gw(
+        sb,
+        &[
+            "send",
+            "--task",
+            "a",
+            "--to",
+            "agent-2",
+            "--message",
+            "start",
+        ],
+    ));
+    // Quiet when both guards are engaged and nothing is queued or running.
+    wait_for(
+        Duration::from_secs(60),
+        "both loop guards to engage",
+        || {
+            let (a, b) = (status(sb, "a"), status(sb, "b"));
+            let quiet = |s: &Value| s["queue_depth"] == json!(0) && s["running_hook"].is_null();
+            (a["loop_guarded"] == json!(["agent-2"])
+                && b["loop_guarded"] == json!(["agent-1"])
+                && quiet(&a)
+                && quiet(&b))
+            .then_some(())
+        },
+    );
+    // Count what each received: a→b = start + 3 replies + 1 notice; b→a = 3 replies + 1 notice.
+    let a_in = inbox_records(sb, "a");
+    let b_in = inbox_records(sb, "b");
+    let msgs = |v: &[Value]| v.iter().filter(|r| r["type"] == json!("message")).count();
+    assert_eq!(msgs(&b_in), 5, "{b_in:#?}");
+    assert_eq!(msgs(&a_in), 4, "{a_in:#?}");
+    assert!(
+        a_in.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains("loop guard")
+    );
+    assert!(
+        b_in.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains("loop guard")
+    );
+    let log = std::fs::read_dir(task_dir(sb, "a").join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(log.contains("loop guard"), "the log says why");
+    ok(&gw(sb, &["daemon", "stop", "--task", "a"]));
+    ok(&gw(sb, &["daemon", "stop", "--task", "b"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_permissions_stale_socket_concurrent_starts_and_bad_settings() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    ok(&w.start("s", &[]));
+    let sock_dir = sb.path().join("run/gts-webchat");
+    let sock = sock_dir.join("s.sock");
+    assert_eq!(
+        std::fs::metadata(&sock_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // kill -9 leaves the socket behind; the next start cleans it up.
+    let pid = w.daemon_pid("s");
+    signal(pid, "KILL");
+    wait_for(Duration::from_secs(10), "the daemon to die", || {
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    assert!(sock.exists(), "a killed daemon leaves its socket");
+    let o = gw(sb, &["daemon", "status", "--task", "s"]);
+    assert_eq!(o.status.code(), Some(6));
+    ok(&gw(sb, &["daemon", "start", "--task", "s"]));
+    assert_eq!(status(sb, "s")["phase"], json!("running"));
+    w.stop("s");
+
+    // Two starts at once: exactly one wins.
+    let spawn = || {
+        sb.cmd()
+            .args(["daemon", "start", "--task", "race", "--as", "agent-1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let mut codes = vec![a.status.code(), b.status.code()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec![Some(0), Some(7)],
+        "a: {} b: {}",
+        err(&a),
+        err(&b)
+    );
+    w.stop("race");
+
+    // Bad settings fail at start, with a clear message and exit 2.
+    let not_exec = sb.path().join("plain.txt");
+    std::fs::write(&not_exec, "echo").unwrap();
+    let o = w.start("bad1", &["--on-message", not_exec.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("not executable"), "{}", err(&o));
+    let o = w.start("bad2", &["--on-message", "/no/such/hook"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    let o = gw(
+        sb,
+        &["daemon", "start", "--task", "bad3", "--as", "nobody-here"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("no local persona"), "{}", err(&o));
+    let o = gw(
+        sb,
+        &[
+            "daemon",
+            "start",
+            "--task",
+            "bad4",
+            "x@example.com",
+            "--relay",
+            "not a url",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("relay URL"), "{}", err(&o));
+    let o = gw(
+        sb,
+        &["daemon", "start", "--task", "../evil", "--as", "agent-1"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    let o = gw(sb, &["daemon", "start", "--task", "nothing-saved"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    // A daemon of another protocol version is named as such.
+    let fake_sock = sock_dir.join("old.sock");
+    std::fs::create_dir_all(task_dir(sb, "old")).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&fake_sock).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = r#"{"protocol":999,"ok":true}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let o = gw(sb, &["daemon", "status", "--task", "old"]);
+    assert!(
+        err(&o).contains("protocol 999") && err(&o).contains("daemon restart --task old"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_relay_does_not_stop_the_daemon() {
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let log = sb.path().join("hook.log");
+    let hook = script(
+        &sb,
+        "hook.sh",
+        &format!(
+            "cat >/dev/null; echo \"$GTS_WEBCHAT_TEXT\" >> {}",
+            log.display()
+        ),
+    );
+    let out = ok(&gw(
+        &sb,
+        &[
+            "daemon",
+            "start",
+            "--task",
+            "late",
+            "late@example.com",
+            "--name",
+            "Late",
+            "--chat-address",
+            "late-agent",
+            "--relay",
+            &url,
+            "--on-message",
+            hook.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains("relay unreachable"), "{out}");
+    let st = status(&sb, "late");
+    assert_eq!(st["running"], json!(true));
+    assert!(
+        st["problem"].as_str().unwrap().contains("unreachable"),
+        "{st}"
+    );
+
+    // The relay comes up on that port; the daemon logs in by itself and receives.
+    let relay = Relay::start_args(&sb, &["--port", &port], &[]);
+    let api = relay.api();
+    let human = api.login("h@example.com", "hum", "human").await;
+    wait_for(Duration::from_secs(60), "the daemon to log in", || {
+        let st = status(&sb, "late");
+        (st["problem"].is_null() && st["chat_address"] == json!("late-agent")).then_some(())
+    });
+    api.send(&human, "hum", "late-agent", "finally").await;
+    assert_eq!(wait_lines(&log, 1, "the hook"), vec!["finally"]);
+    ok(&gw(&sb, &["daemon", "stop", "--task", "late"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_n_and_follow() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    ok(&w.start("tl", &[]));
+    for t in ["one", "two", "three"] {
+        w.tell("agent-1", t).await;
+    }
+    wait_inbox(sb, "tl", 3);
+    let out = ok(&gw(sb, &["tail", "--task", "tl", "-n", "2"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("two") && lines[1].contains("three"));
+    assert!(
+        lines[1].contains("human-1 (human-1)") || lines[1].contains("(human-1)"),
+        "{out}"
+    );
+    let out = ok(&gw(sb, &["tail", "--task", "tl", "--json", "-n", "1"]));
+    let rec: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(rec["text"], json!("three"));
+
+    let follow = Background::start(sb, ["tail", "--task", "tl", "-f", "-n", "1"], "tail");
+    // Its first read is done once the newest record is printed; anything later is followed.
+    follow.expect_line("three", Duration::from_secs(20));
+    w.tell("agent-1", "four").await;
+    let line = follow.expect_line("four", Duration::from_secs(20));
+    assert!(line.contains("human-1"));
+    w.tell("agent-1", "five").await;
+    follow.expect_line("five", Duration::from_secs(20));
+    drop(follow);
+    let o = gw(sb, &["tail", "--task", "never-started"]);
+    assert_eq!(o.status.code(), Some(5));
+    w.stop("tl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_writes_the_unit_and_enables_it() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    ok(&w.start("svc", &[]));
+    // A stand-in systemctl records how it was called (there is no user systemd here).
+    let bin = sb.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = sb.path().join("systemctl.calls");
+    let fake = bin.join("systemctl");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = sb
+        .cmd()
+        .env("PATH", &path)
+        .args(["daemon", "install", "--task", "svc"])
+        .output()
+        .unwrap();
+    let out = ok(&o);
+    assert!(
+        out.contains("gts-webchat@svc.service") && out.contains("enable-linger"),
+        "{out}"
+    );
+    let unit = std::fs::read_to_string(sb.path().join("config/systemd/user/gts-webchat@.service"))
+        .unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={BIN} daemon run --task %i")),
+        "{unit}"
+    );
+    assert_eq!(
+        lines_of(&calls),
+        vec![
+            "--user daemon-reload",
+            "--user enable --now gts-webchat@svc.service"
+        ]
+    );
+    // The hand-started daemon was stopped so the service manager can own the task.
+    assert_eq!(
+        gw(sb, &["daemon", "status", "--task", "svc"]).status.code(),
+        Some(6)
+    );
+    let o = sb
+        .cmd()
+        .env("PATH", &path)
+        .args(["daemon", "uninstall", "--task", "svc"])
+        .output()
+        .unwrap();
+    ok(&o);
+    assert!(lines_of(&calls).contains(&"--user disable --now gts-webchat@svc.service".to_string()));
+    assert!(
+        !sb.path()
+            .join("config/systemd/user/gts-webchat@.service")
+            .exists()
+    );
+}
