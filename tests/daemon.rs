@@ -243,7 +243,53 @@ async fn start_status_stop_and_presence() {
     w.tell("agent-1", "second life").await;
     wait_lines(&log, 2, "the hook after restart");
     assert_eq!(lines_of(&log), vec!["hi daemon", "second life"]);
+
+    // pause holds hooks while messages keep arriving; resume runs them.
+    ok(&gw(sb, &["daemon", "pause", "--task", "t1"]));
+    assert_eq!(status(sb, "t1")["hooks_paused"], json!(true));
+    w.tell("agent-1", "while paused").await;
+    wait_for(
+        Duration::from_secs(15),
+        "the message to wait in the queue",
+        || (status(sb, "t1")["queue_depth"] == json!(1)).then_some(()),
+    );
+    assert_eq!(lines_of(&log).len(), 2, "no hook ran while paused");
+    ok(&gw(sb, &["daemon", "resume", "--task", "t1"]));
+    wait_lines(&log, 3, "the held hook after resume");
+
+    // restart: a new process, same settings.
+    let before = w.daemon_pid("t1");
+    let out = ok(&gw(sb, &["daemon", "restart", "--task", "t1"]));
+    assert!(out.contains("started"), "{out}");
+    assert_ne!(w.daemon_pid("t1"), before);
+    w.tell("agent-1", "after restart").await;
+    wait_lines(&log, 4, "the hook after restart");
     w.stop("t1");
+
+    // The daemon's logs never hold the session token.
+    let persona: Value = serde_json::from_slice(
+        &std::fs::read(
+            sb.path()
+                .join("config/gts-webchat/personas/agent@example.com.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let token = persona["token"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("pct_")
+        .to_string();
+    let logs: String = std::fs::read_dir(task_dir(sb, "t1").join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(logs.contains("hook finished"), "the log records hook runs");
+    assert!(
+        !logs.contains(&token),
+        "a session token reached the daemon log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

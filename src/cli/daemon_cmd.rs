@@ -287,18 +287,6 @@ fn run(args: &StartArgs) -> CliResult {
     }
 }
 
-fn client_rt() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Failure::new(
-                exit::INTERNAL,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })
-}
-
 fn stop_grace(paths: &TaskPaths) -> Duration {
     let secs = launch::saved_settings(paths)
         .ok()
@@ -310,7 +298,7 @@ fn stop_grace(paths: &TaskPaths) -> Duration {
 
 fn stop(args: &TaskArgs) -> CliResult {
     let (task, paths) = task_paths(&args.task)?;
-    client_rt()?.block_on(launch::stop(&paths, stop_grace(&paths)))?;
+    super::small_runtime()?.block_on(launch::stop(&paths, stop_grace(&paths)))?;
     if args.json {
         json_line(&json!({"ok": true, "task": task.as_str(), "stopped": true}))
     } else {
@@ -320,7 +308,7 @@ fn stop(args: &TaskArgs) -> CliResult {
 
 fn restart(args: &TaskArgs) -> CliResult {
     let (task, paths) = task_paths(&args.task)?;
-    match client_rt()?.block_on(launch::stop(&paths, stop_grace(&paths))) {
+    match super::small_runtime()?.block_on(launch::stop(&paths, stop_grace(&paths))) {
         Ok(()) | Err(LaunchError::NotRunning { .. }) => {}
         Err(e) => return Err(e.into()),
     }
@@ -446,7 +434,7 @@ fn print_status(st: &Status) -> CliResult {
 
 fn status(args: &TaskArgs) -> CliResult {
     let (task, paths) = task_paths(&args.task)?;
-    match client_rt()?.block_on(launch::status(&paths)) {
+    match super::small_runtime()?.block_on(launch::status(&paths)) {
         Ok(st) => {
             if args.json {
                 let mut v = serde_json::to_value(&st).unwrap_or_default();
@@ -489,7 +477,7 @@ fn status(args: &TaskArgs) -> CliResult {
 }
 
 fn list(args: &ListArgs) -> CliResult {
-    let rt = client_rt()?;
+    let rt = super::small_runtime()?;
     let tasks = launch::list_tasks();
     if tasks.is_empty() && !args.json {
         return text_line(
@@ -549,27 +537,12 @@ fn list(args: &ListArgs) -> CliResult {
     if args.json {
         return Ok(());
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let text: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        })
-        .collect();
-    text_line(&text.join("\n"))
+    text_line(&super::output::table(&rows))
 }
 
 fn simple(args: &TaskArgs, path: &str, done: &str) -> CliResult {
     let (task, paths) = task_paths(&args.task)?;
-    let reply = client_rt()?.block_on(control::request(
+    let reply = super::small_runtime()?.block_on(control::request(
         task.as_str(),
         &paths.socket,
         Method::POST,
@@ -601,7 +574,7 @@ fn install(args: &TaskArgs) -> CliResult {
         ));
     }
     // The service manager runs it from now on: a daemon started by hand would hold the lock.
-    match client_rt()?.block_on(launch::stop(&paths, stop_grace(&paths))) {
+    match super::small_runtime()?.block_on(launch::stop(&paths, stop_grace(&paths))) {
         Ok(()) | Err(LaunchError::NotRunning { .. }) => {}
         Err(e) => return Err(e.into()),
     }
@@ -647,7 +620,7 @@ pub fn dispatch(cmd: DaemonCommand) -> CliResult {
 /// `gts-webchat send --task T …`: through the running daemon.
 pub fn send_via_task(task: &str, body: serde_json::Value) -> Result<String, Failure> {
     let (task, paths) = task_paths(task)?;
-    let reply = client_rt()?.block_on(control::request(
+    let reply = super::small_runtime()?.block_on(control::request(
         task.as_str(),
         &paths.socket,
         Method::POST,

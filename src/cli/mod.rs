@@ -120,30 +120,31 @@ pub fn init_stderr_logging(default: &str) {
         .try_init();
 }
 
-/// Runs a client command on a small runtime, with warnings (not info chatter) on stderr.
-fn client_runtime(fut: impl std::future::Future<Output = CliResult>) -> CliResult {
-    init_stderr_logging("warn");
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime for client commands (built after any fork).
+pub fn small_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            Failure::new(
-                exit::INTERNAL,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })?;
-    rt.block_on(fut)
+        .map_err(runtime_failure)
 }
 
-/// A multi-threaded tokio runtime, built after any fork.
+/// A multi-threaded runtime for the relay (built after any fork).
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            Failure::new(
-                exit::INTERNAL,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })
+        .map_err(runtime_failure)
+}
+
+fn runtime_failure(e: std::io::Error) -> Failure {
+    Failure::new(
+        exit::INTERNAL,
+        format!("cannot start the async runtime: {e}"),
+    )
+}
+
+/// Runs a client command on a small runtime, with warnings (not info chatter) on stderr.
+fn client_runtime(fut: impl std::future::Future<Output = CliResult>) -> CliResult {
+    init_stderr_logging("warn");
+    small_runtime()?.block_on(fut)
 }

@@ -303,20 +303,5 @@ pub fn list(args: &ListArgs) -> CliResult {
             dash(&p.last_seen),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let text: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        })
-        .collect();
-    text_line(&text.join("\n"))
+    text_line(&super::output::table(&rows))
 }

@@ -102,24 +102,10 @@ impl Relay {
     }
 
     pub fn start_with(sb: &Sandbox, env: &[(&str, &str)]) -> Relay {
-        let mut r = Relay {
-            child: None,
-            url: String::new(),
-            data_dir: sb.path().join("relay-data"),
-            log: sb.path().join("relay.log"),
-            extra_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            sandbox_env: sb.env(),
-            cwd: sb.path().to_path_buf(),
-            starts: 0,
-        };
-        r.spawn(&["--port", "0"]);
-        r
+        Relay::start_args(sb, &["--port", "0"], env)
     }
 
-    /// Starts the relay with exactly these extra arguments (no --port).
+    /// Starts the relay with exactly these extra arguments (no --port unless given).
     pub fn start_args(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Relay {
         let mut r = Relay {
             child: None,
