@@ -253,14 +253,14 @@ async fn batch_wake_through_the_daemon_prompts_with_history_and_replies() {
         .await;
     let reply = wait_for(Duration::from_secs(30), "the first reply", || {
         let v = futures_block(api.poll(&human, json!({"after": "0"})));
-        v["messages"].as_array().and_then(|a| a.first().cloned())
+        events_of(&v, "message").first().cloned()
     });
     assert_eq!(reply["text"], json!("model turn 0"));
     api.send(&human, "human-1", "agent-1", "second question")
         .await;
     wait_for(Duration::from_secs(30), "the second reply", || {
         let v = futures_block(api.poll(&human, json!({"after": "0"})));
-        (v["messages"].as_array().map(|a| a.len()) == Some(2)).then_some(())
+        (events_of(&v, "message").len() == 2).then_some(())
     });
     let second = std::fs::read_to_string(prompts.join("1.txt")).unwrap();
     assert!(

@@ -328,7 +328,43 @@ async fn authorization_matrix() {
     let alice = api.login("alice@example.com", "alice", "human").await;
     let bob = api.login("bob@example.com", "bob", "human").await;
 
-    for (method, path, body) in session_endpoints() {
+    // Every endpoint the OpenAPI document marks as needing a session, plus the hand list.
+    let (_, doc) = api.get("/api/v1/openapi.json", None).await;
+    let mut endpoints = session_endpoints();
+    let mut public = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let concrete = path
+                .replace("{group_id}", "grp_0123456789abcdef")
+                .replace("{address}", "bob")
+                .replace("{decision}", "accept")
+                .replace("{file_id}", "file_00000000000000000000000000000000");
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            if op.get("security").is_some() {
+                let concrete: &'static str = Box::leak(concrete.into_boxed_str());
+                endpoints.push((m, concrete, json!({})));
+            } else {
+                public.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    public.sort();
+    assert_eq!(
+        public,
+        vec![
+            "GET /api/v1/webchat/files/{file_id}",
+            "GET /health",
+            "POST /api/v1/pchat/auth/request-code",
+            "POST /api/v1/pchat/auth/verify-code",
+        ],
+        "only these answer without a session"
+    );
+    assert!(
+        endpoints.len() > 20,
+        "{} endpoints checked",
+        endpoints.len()
+    );
+    for (method, path, body) in endpoints {
         let body_bytes = (!body.is_null()).then(|| body.to_string().into_bytes());
         let (s, v, _) = api
             .raw(method.clone(), path, None, body_bytes.clone(), None)

@@ -14,15 +14,17 @@ pub struct DirectoryQuery {
     pub limit: Option<u32>,
 }
 
-/// One identity as the directory shows it.
+/// One identity (or public group) as the directory shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DirectoryEntry {
-    /// "user" (groups join the directory later).
+    /// "user" or "group".
     #[serde(rename = "type")]
     pub entry_type: String,
+    /// A user's address, or `group:grp_…` for a group.
     pub chat_address: String,
     pub display_name: String,
-    pub kind: Kind,
+    /// human or agent (null for groups).
+    pub kind: Option<Kind>,
     pub online: bool,
     /// RFC 3339 time of the last presence update, if any.
     pub last_seen: Option<String>,
@@ -30,6 +32,13 @@ pub struct DirectoryEntry {
     pub session_name: Option<String>,
     pub listen_channel: Option<String>,
     pub status: Option<String>,
+    /// For groups: the id, chat or stream, and how many members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -59,6 +59,10 @@ pub enum ErrorCode {
     StreamReadOnly,
     /// The caller is not a member of that group.
     NotMember,
+    /// The request clashes with the current state (editing a deleted message, say).
+    Conflict,
+    /// An attachment names no uploaded file.
+    InvalidAttachment,
     /// The relay's storage failed; the request was not carried out.
     StorageUnavailable,
     /// An unexpected failure in the relay. Never expected; report it.
@@ -95,6 +99,8 @@ impl ErrorCode {
             ErrorCode::RegistrationClosed => "registration_closed",
             ErrorCode::StreamReadOnly => "stream_read_only",
             ErrorCode::NotMember => "not_member",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::InvalidAttachment => "invalid_attachment",
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -77,6 +77,12 @@ pub struct Message {
     pub group_id: Option<String>,
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// For a message: when it was last edited (its text is the edited one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<String>,
+    /// For a message: it was deleted (text and attachments are gone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// `POST /api/v1/messages`
@@ -155,4 +161,27 @@ pub struct AckResponse {
     pub ok: bool,
     /// The claim cursor after the ack.
     pub claim_cursor: String,
+}
+
+/// `POST /api/v1/webchat/edit`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EditRequest {
+    pub message_id: String,
+    pub text: String,
+}
+
+/// `POST /api/v1/webchat/delete` and `POST /api/v1/webchat/read`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessageRef {
+    pub message_id: String,
+}
+
+/// `POST /api/v1/webchat/report`: a message or an identity, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReportRequest {
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default)]
+    pub chat_address: Option<String>,
+    pub reason: String,
 }

@@ -6,6 +6,8 @@ pub mod address;
 pub mod auth;
 pub mod directory;
 pub mod error;
+pub mod files;
+pub mod groups;
 pub mod messages;
 pub mod presence;
 

@@ -26,9 +26,8 @@ pub enum AttachmentKind {
     Voice,
 }
 
-/// What to send: text, and (with attachments support) a file.
+/// What to send: text, or a file with an optional caption.
 #[derive(Debug, Clone, Default)]
-#[allow(dead_code)] // caption and attachment_kind are read once uploads land
 pub struct Outgoing {
     pub to: String,
     pub text: Option<String>,
@@ -130,19 +129,83 @@ where
     }
 }
 
-/// Sends text (and later files) as `persona`; returns the message id.
-pub async fn send_as(persona: &mut Persona, out: &Outgoing) -> Result<String, Failure> {
-    if out.file.is_some() {
+/// A progress bar on stderr for a transfer, only when stderr is a terminal.
+fn transfer_bar(what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    )
+    .map(|s| s.progress_chars("=> "));
+    if let Ok(style) = style {
+        pb.set_style(style);
+    }
+    pb.set_message(what.to_string());
+    Some(pb)
+}
+
+/// Uploads `path` and returns the attachment to send.
+async fn upload_file(
+    persona: &mut Persona,
+    path: &std::path::Path,
+    kind: AttachmentKind,
+) -> Result<crate::api::messages::Attachment, Failure> {
+    if !path.is_file() {
         return Err(Failure::new(
-            exit::USAGE,
-            "sending files is not supported by this build yet; send text with --message",
+            exit::LOCAL,
+            format!("cannot send {}: no such file", path.display()),
         ));
     }
-    let text = out.text.clone().unwrap_or_default();
-    if text.trim().is_empty() {
+    let kind = match kind {
+        AttachmentKind::Auto => "auto",
+        AttachmentKind::File => "file",
+        AttachmentKind::Voice => "voice",
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let uploaded = with_session(persona, |c| {
+        let name = name.clone();
+        async move {
+            let bar = transfer_bar(&name);
+            let r = c.upload(path, kind, bar.clone()).await;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            r
+        }
+    })
+    .await?;
+    Ok(uploaded.attachment)
+}
+
+/// Sends text or a file (with a caption) as `persona`; returns the message id.
+pub async fn send_as(persona: &mut Persona, out: &Outgoing) -> Result<String, Failure> {
+    let mut attachments = None;
+    let text = match &out.file {
+        Some(path) => {
+            let a = upload_file(
+                persona,
+                path,
+                out.attachment_kind.unwrap_or(AttachmentKind::Auto),
+            )
+            .await?;
+            attachments = Some(vec![a]);
+            out.caption
+                .clone()
+                .or_else(|| out.text.clone())
+                .unwrap_or_default()
+        }
+        None => out.text.clone().unwrap_or_default(),
+    };
+    if text.trim().is_empty() && attachments.is_none() {
         return Err(Failure::new(
             exit::USAGE,
-            "nothing to send: give --message TEXT (or --file PATH)",
+            "nothing to send: give --message TEXT or --file PATH",
         ));
     }
     let req = SendRequest {
@@ -152,7 +215,7 @@ pub async fn send_as(persona: &mut Persona, out: &Outgoing) -> Result<String, Fa
         to: out.to.clone(),
         text: Some(text),
         reply_to: out.reply_to.clone(),
-        attachments: None,
+        attachments,
     };
     let sent = with_session(persona, |c| {
         let req = req.clone();

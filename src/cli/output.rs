@@ -125,6 +125,8 @@ impl From<ClientError> for Failure {
                     hint(*code)
                 ),
             ),
+            ClientError::LocalFile { .. } => Failure::new(exit::LOCAL, e.to_string()),
+            ClientError::TooLarge { .. } => Failure::new(exit::REFUSED, e.to_string()),
             ClientError::Protocol { .. } => Failure::new(
                 exit::UNREACHABLE,
                 format!("{e}; is that URL really a gts-webchat relay?"),

@@ -3,13 +3,26 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::{CliResult, Failure, exit};
 use crate::relay::config::{RelayConfig, RelayFlags};
 
+#[derive(Debug, Subcommand)]
+pub enum RelaySub {
+    /// List abuse reports (reads the relay's database; the relay may be running).
+    Reports {
+        /// One JSON object per report
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = false)]
 pub struct RelayArgs {
+    #[command(subcommand)]
+    pub sub: Option<RelaySub>,
     /// Address to listen on [env: HOST] [default: 127.0.0.1]
     #[arg(long)]
     pub host: Option<String>,
@@ -17,15 +30,14 @@ pub struct RelayArgs {
     #[arg(long)]
     pub port: Option<u16>,
     /// Where the database and uploads live [default: $XDG_DATA_HOME/gts-webchat]
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
     /// Settings file in .env form [default: ./.env.local when present]
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub env_file: Option<PathBuf>,
 }
 
 pub fn run(args: RelayArgs) -> CliResult {
-    super::init_stderr_logging("info,gts_webchat=info");
     let flags = RelayFlags {
         host: args.host,
         port: args.port,
@@ -35,7 +47,68 @@ pub fn run(args: RelayArgs) -> CliResult {
     let env: HashMap<String, String> = std::env::vars().collect();
     let config =
         RelayConfig::load(&flags, &env).map_err(|e| Failure::new(exit::LOCAL, format!("{e}")))?;
+    if let Some(RelaySub::Reports { json }) = args.sub {
+        return reports(config, json);
+    }
+    super::init_stderr_logging("info,gts_webchat=info");
     let rt = super::runtime()?;
     rt.block_on(crate::relay::run(config))
         .map_err(|e| Failure::new(exit::LOCAL, format!("the relay stopped: {e}")))
+}
+
+fn reports(config: RelayConfig, json: bool) -> CliResult {
+    use crate::relay::store::Store;
+    if !config.db_path.exists() {
+        return Err(Failure::new(
+            exit::LOCAL,
+            format!(
+                "no relay database at {}; pass the relay's --data-dir",
+                config.db_path.display()
+            ),
+        ));
+    }
+    let rt = super::small_runtime()?;
+    let store = crate::relay::store::SqliteStore::open(
+        crate::relay::store::SqliteOptions {
+            path: config.db_path.clone(),
+            sync: config.sync,
+            readers: 1,
+        },
+        std::sync::Arc::new(crate::relay::hub::Hub::new()),
+    )
+    .map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
+    let list = rt.block_on(async {
+        let r = store.reports().await;
+        store.close().await;
+        r
+    });
+    let list = list.map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
+    if list.is_empty() && !json {
+        return super::output::text_line("no abuse reports");
+    }
+    for r in list {
+        let when = crate::api::rfc3339_from_millis(r.created_at);
+        if json {
+            super::output::json_line(&serde_json::json!({
+                "created_at": when, "reporter": r.reporter, "message_id": r.message_id,
+                "chat_address": r.chat_address, "reason": r.reason,
+                "message_author": r.message_author, "message_text": r.message_text,
+            }))?;
+        } else {
+            let what = match (&r.message_id, &r.chat_address) {
+                (Some(m), _) => format!(
+                    "message {m} by {}: {:?}",
+                    r.message_author.as_deref().unwrap_or("?"),
+                    r.message_text.as_deref().unwrap_or("")
+                ),
+                (None, Some(a)) => format!("identity {a}"),
+                (None, None) => "-".into(),
+            };
+            super::output::text_line(&format!(
+                "[{when}] {} reported {what}: {}",
+                r.reporter, r.reason
+            ))?;
+        }
+    }
+    Ok(())
 }

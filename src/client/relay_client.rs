@@ -10,8 +10,9 @@ use crate::api::auth::{
     MeResponse, RequestCodeRequest, RequestCodeResponse, VerifyCodeRequest, VerifyCodeResponse,
 };
 use crate::api::directory::DirectoryResponse;
+use crate::api::files::UploadResponse;
 use crate::api::messages::{
-    AckRequest, AckResponse, PollRequest, PollResponse, SendRequest, SendResponse,
+    AckRequest, AckResponse, MessageRef, PollRequest, PollResponse, SendRequest, SendResponse,
 };
 use crate::api::presence::{PresenceRequest, PresenceResponse};
 use crate::api::{ErrorBody, ErrorCode, HealthResponse, OkResponse, SESSION_HEADER};
@@ -44,6 +45,15 @@ pub enum ClientError {
         status: u16,
         detail: String,
     },
+    #[error("{action} {path}: {source}")]
+    LocalFile {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url} is {size} bytes, over the {cap}-byte limit for downloads")]
+    TooLarge { url: String, size: u64, cap: u64 },
 }
 
 impl ClientError {
@@ -71,7 +81,9 @@ impl ClientError {
                 *status >= 500 || *code == ErrorCode::RateLimited
             }
             ClientError::Protocol { status, .. } => *status >= 500,
-            ClientError::BadUrl { .. } => false,
+            ClientError::BadUrl { .. }
+            | ClientError::LocalFile { .. }
+            | ClientError::TooLarge { .. } => false,
         }
     }
 }
@@ -341,6 +353,145 @@ impl RelayClient {
             REQUEST_TIMEOUT,
         )
         .await
+    }
+
+    /// Marks a received message read (its author gets a read receipt).
+    pub async fn mark_read(&self, message_id: &str) -> ClientResult<OkResponse> {
+        self.json(
+            "sending a read receipt",
+            Method::POST,
+            "/api/v1/webchat/read",
+            Some(&MessageRef {
+                message_id: message_id.to_string(),
+            }),
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Uploads a file as a stream; `progress` is told of every chunk sent.
+    pub async fn upload(
+        &self,
+        path: &std::path::Path,
+        kind: &str,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> ClientResult<UploadResponse> {
+        use futures::TryStreamExt;
+        let local = |action: &'static str| {
+            let path = path.to_path_buf();
+            move |source| ClientError::LocalFile {
+                action,
+                path,
+                source,
+            }
+        };
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(local("opening"))?;
+        let len = file.metadata().await.map_err(local("reading"))?.len();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        let mime = mime_guess::from_path(path).first_or_octet_stream();
+        if let Some(pb) = &progress {
+            pb.set_length(len);
+        }
+        let stream = tokio_util::io::ReaderStream::new(file).inspect_ok(move |chunk| {
+            if let Some(pb) = &progress {
+                pb.inc(chunk.len() as u64);
+            }
+        });
+        let part =
+            reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+                .file_name(name)
+                .mime_str(mime.essence_str())
+                .map_err(|e| ClientError::BadUrl {
+                    url: self.base.clone(),
+                    why: format!("bad content type: {e}"),
+                })?;
+        let form = reqwest::multipart::Form::new()
+            .text("kind", kind.to_string())
+            .part("file", part);
+        let req = self
+            .request(Method::POST, "/api/v1/webchat/upload")
+            .multipart(form)
+            .timeout(Duration::from_secs(3600));
+        self.execute("uploading a file", req).await
+    }
+
+    /// Downloads a relay file (path or URL) into `dest` (via a temp file beside it), refusing
+    /// anything over `cap` bytes. Returns the size.
+    pub async fn download_to(
+        &self,
+        url: &str,
+        dest: &std::path::Path,
+        cap: u64,
+    ) -> ClientResult<u64> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let action = "downloading an attachment";
+        let url = self.absolute(url);
+        let resp = self
+            .request(Method::GET, &url)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(action, &e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Protocol {
+                relay: self.base.clone(),
+                action,
+                status,
+                detail: format!("GET {url}"),
+            });
+        }
+        if let Some(n) = resp.content_length()
+            && n > cap
+        {
+            return Err(ClientError::TooLarge { url, size: n, cap });
+        }
+        let dir = dest.parent().unwrap_or(std::path::Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(".download-")
+            .tempfile_in(dir)
+            .map_err(|source| ClientError::LocalFile {
+                action: "creating a temp file in",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let (std_file, tmp_path) = tmp.into_parts();
+        let mut file = tokio::fs::File::from_std(std_file);
+        let mut size = 0u64;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.unreachable(action, &e))?;
+            size += chunk.len() as u64;
+            if size > cap {
+                return Err(ClientError::TooLarge { url, size, cap });
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|source| ClientError::LocalFile {
+                    action: "writing",
+                    path: dest.to_path_buf(),
+                    source,
+                })?;
+        }
+        file.sync_all()
+            .await
+            .map_err(|source| ClientError::LocalFile {
+                action: "syncing",
+                path: dest.to_path_buf(),
+                source,
+            })?;
+        tmp_path.persist(dest).map_err(|e| ClientError::LocalFile {
+            action: "saving",
+            path: dest.to_path_buf(),
+            source: e.error,
+        })?;
+        Ok(size)
     }
 
     /// A poll; the HTTP timeout stretches to cover the long-poll wait.

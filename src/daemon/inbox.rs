@@ -286,6 +286,8 @@ mod tests {
                 reply_to: None,
                 group_id: None,
                 attachments: vec![],
+                edited_at: None,
+                deleted: false,
             },
             received_at: "2026-01-01T00:00:00Z".into(),
             attachment_paths: vec![],

@@ -551,7 +551,7 @@ async fn receive(shared: Arc<Shared>, mut inbox: Inbox) {
         }
         let received_at = now_text();
         let mut seq = inbox.next_seq();
-        let records: Vec<InboxRecord> = resp
+        let mut records: Vec<InboxRecord> = resp
             .messages
             .into_iter()
             .map(|message| {
@@ -565,6 +565,10 @@ async fn receive(shared: Arc<Shared>, mut inbox: Inbox) {
                 r
             })
             .collect();
+
+        for r in records.iter_mut() {
+            r.attachment_paths = download_attachments(&shared, &session.client, &r.message).await;
+        }
 
         // 1. inbox.jsonl, fsynced. A full disk holds everything here until it clears.
         let placed = loop {
@@ -613,6 +617,49 @@ async fn receive(shared: Arc<Shared>, mut inbox: Inbox) {
             }
         });
     }
+}
+
+/// Saves a message's attachments under `attachments/<message_id>/` (each up to the size cap)
+/// and returns their local paths, in order ("" where a download failed).
+async fn download_attachments(
+    shared: &Shared,
+    client: &RelayClient,
+    m: &crate::api::messages::Message,
+) -> Vec<String> {
+    if m.event_type != EventType::Message || m.attachments.is_empty() {
+        return Vec::new();
+    }
+    let safe_id: String = m
+        .message_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let dir = shared.paths.attachments.join(safe_id);
+    if let Err(e) = crate::private_fs::private_dir(&dir) {
+        tracing::warn!("cannot keep attachments: {e}");
+        return vec![String::new(); m.attachments.len()];
+    }
+    let mut used = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (i, a) in m.attachments.iter().enumerate() {
+        let mut name = crate::api::files::sanitize_file_name(&a.name);
+        if !used.insert(name.clone()) {
+            name = format!("{i}-{name}");
+            used.insert(name.clone());
+        }
+        let dest = dir.join(&name);
+        match client
+            .download_to(&a.url, &dest, shared.settings.attachment_cap_bytes)
+            .await
+        {
+            Ok(_) => out.push(dest.display().to_string()),
+            Err(e) => {
+                tracing::warn!(file = %a.name, "attachment not saved: {e}");
+                out.push(String::new());
+            }
+        }
+    }
+    out
 }
 
 /// Whether an event wakes the hook: messages and edits do; deletions and read receipts are
@@ -732,6 +779,29 @@ fn after_success(shared: &Arc<Shared>, batch: &[InboxRecord], stdout: &str) {
     }
 }
 
+/// Tells the senders their messages were taken: a read receipt once the hook has finished.
+fn send_read_receipts(shared: &Arc<Shared>, batch: &[InboxRecord]) {
+    let ids: Vec<String> = batch
+        .iter()
+        .filter(|r| r.message.event_type == EventType::Message)
+        .map(|r| r.message.message_id.clone())
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let Some(session) = shared.wait_session().await else {
+            return;
+        };
+        for id in ids {
+            if let Err(e) = session.client.mark_read(&id).await {
+                tracing::debug!(message_id = %id, "read receipt not sent: {e}");
+            }
+        }
+    });
+}
+
 /// Runs one batch until it succeeds, is dead-lettered, or the daemon stops. Returns false when
 /// the daemon is stopping (the batch did not finish).
 async fn run_batch(shared: &Arc<Shared>, batch: &[InboxRecord], retrying_dead: bool) -> bool {
@@ -810,6 +880,7 @@ async fn run_batch(shared: &Arc<Shared>, batch: &[InboxRecord], retrying_dead: b
                 .await;
             if saved {
                 after_success(shared, batch, &outcome.stdout);
+                send_read_receipts(shared, batch);
             }
             return saved;
         }

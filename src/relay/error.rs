@@ -67,6 +67,17 @@ impl From<StoreError> for ApiError {
                     "no one on this relay has the address {who:?}; check the spelling or search the directory"
                 ),
             ),
+            StoreError::NotFound(m) => ApiError::not_found(ErrorCode::NotFound, m),
+            StoreError::Forbidden(m) => ApiError::forbidden(ErrorCode::Forbidden, m),
+            StoreError::NotMember(m) => ApiError::forbidden(ErrorCode::NotMember, m),
+            StoreError::StreamReadOnly => ApiError::forbidden(
+                ErrorCode::StreamReadOnly,
+                "this is a stream group: only its writers (admins) post; members read",
+            ),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, ErrorCode::Conflict, m),
+            StoreError::InvalidAttachment(m) => {
+                ApiError::bad_request(ErrorCode::InvalidAttachment, m)
+            }
             other => {
                 // Storage trouble is the relay's, not the client's: log it whole, answer 503
                 // so clients retry rather than give up.

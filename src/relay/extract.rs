@@ -138,3 +138,21 @@ impl FromRequestParts<AppState> for Auth {
         }
     }
 }
+
+/// Path parameters, with our error shape on failure.
+pub struct PathParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PathParams(v))
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, format!("bad path: {e}")))
+    }
+}

@@ -11,9 +11,11 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody};
 use super::presence::check_own_address;
 use super::store::{NewMessage, Target};
+use crate::api::OkResponse;
 use crate::api::address::{group_target, normalize_address};
 use crate::api::messages::{
-    AckRequest, AckResponse, PollRequest, PollResponse, SendRequest, SendResponse,
+    AckRequest, AckResponse, Attachment, EditRequest, MessageRef, PollRequest, PollResponse,
+    ReportRequest, SendRequest, SendResponse,
 };
 use crate::api::{
     ErrorBody, ErrorCode, MAX_POLL_WAIT_SECS, MAX_TEXT_BYTES, PCHAT_CHANNEL, now_millis,
@@ -22,6 +24,77 @@ use crate::api::{
 
 /// Longest id a client may quote in `reply_to`.
 const MAX_ID_CHARS: usize = 64;
+/// Most attachments on one message.
+const MAX_ATTACHMENTS: usize = 20;
+
+/// Attachments named in a JSON value: an upload answer (`{"attachment": {…}}`), an attachment
+/// (`{"file_id": …}`), `{"attachments": […]}`, or an array of those.
+fn attachments_in(v: &serde_json::Value) -> Option<Vec<Attachment>> {
+    use serde_json::Value;
+    let one = |o: &serde_json::Map<String, Value>| -> Option<Attachment> {
+        let file_id = o.get("file_id")?.as_str()?.to_string();
+        Some(Attachment {
+            file_id,
+            name: String::new(),
+            mime: String::new(),
+            size: 0,
+            kind: o
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            url: String::new(),
+            sha256: String::new(),
+        })
+    };
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Object(a)) = o.get("attachment") {
+                return one(a).map(|a| vec![a]);
+            }
+            if let Some(Value::Array(list)) = o.get("attachments") {
+                let all: Vec<Attachment> =
+                    list.iter().filter_map(attachments_in).flatten().collect();
+                return (!all.is_empty()).then_some(all);
+            }
+            one(o).map(|a| vec![a])
+        }
+        Value::Array(list) => {
+            let all: Vec<Attachment> = list.iter().filter_map(attachments_in).flatten().collect();
+            (!all.is_empty()).then_some(all)
+        }
+        _ => None,
+    }
+}
+
+/// The seed's two-step flow puts the upload's metadata block in `text`. Finds such blocks
+/// (the whole text, or lines of it) and returns the remaining caption and the attachments.
+pub(crate) fn split_attachment_block(text: &str) -> Option<(String, Vec<Attachment>)> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim())
+        && let Some(found) = attachments_in(&v)
+    {
+        let caption = v
+            .get("caption")
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
+            .to_string();
+        return Some((caption, found));
+    }
+    let mut found = Vec::new();
+    let mut caption = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        match (t.starts_with('{') || t.starts_with('['))
+            .then(|| serde_json::from_str::<serde_json::Value>(t).ok())
+            .flatten()
+            .and_then(|v| attachments_in(&v))
+        {
+            Some(list) => found.extend(list),
+            None => caption.push(line),
+        }
+    }
+    (!found.is_empty()).then(|| (caption.join("\n").trim().to_string(), found))
+}
 
 pub(crate) fn new_message_id() -> String {
     let mut raw = [0u8; 12];
@@ -76,7 +149,20 @@ pub async fn send(
                 ApiError::bad_request(ErrorCode::InvalidAddress, format!("to: {e}"))
             })?),
         };
-    let text = req.text.unwrap_or_default();
+    let mut text = req.text.unwrap_or_default();
+    let mut attachments = req.attachments.unwrap_or_default();
+    if attachments.is_empty()
+        && let Some((caption, found)) = split_attachment_block(&text)
+    {
+        text = caption;
+        attachments = found;
+    }
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            format!("at most {MAX_ATTACHMENTS} attachments per message"),
+        ));
+    }
     if text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::too_large(format!(
             "text is {} bytes; the limit is {} KiB",
@@ -84,7 +170,6 @@ pub async fn send(
             MAX_TEXT_BYTES / 1024
         )));
     }
-    let attachments = req.attachments.unwrap_or_default();
     if text.trim().is_empty() && attachments.is_empty() {
         return Err(ApiError::bad_request(
             ErrorCode::EmptyMessage,
@@ -235,4 +320,218 @@ pub async fn ack(
         ok: true,
         claim_cursor: claim.to_string(),
     }))
+}
+
+fn message_id_of(raw: &str) -> ApiResult<&str> {
+    let id = raw.trim();
+    if id.is_empty() || id.len() > MAX_ID_CHARS {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "message_id is not a message id",
+        ));
+    }
+    Ok(id)
+}
+
+/// The author changes a message's text; receivers get an "edit" event.
+#[utoipa::path(post, path = "/api/v1/webchat/edit", tag = "messages",
+    security(("session" = [])),
+    request_body = EditRequest,
+    responses(
+        (status = 200, body = OkResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+    ))]
+pub async fn edit(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    JsonBody(req): JsonBody<EditRequest>,
+) -> ApiResult<Json<OkResponse>> {
+    let id = message_id_of(&req.message_id)?;
+    if req.text.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::too_large(format!(
+            "text is over {} KiB",
+            MAX_TEXT_BYTES / 1024
+        )));
+    }
+    if req.text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            ErrorCode::EmptyMessage,
+            "an edit needs text; to remove a message, delete it",
+        ));
+    }
+    state
+        .store
+        .edit(session.user.id, id, req.text, now_millis())
+        .await?;
+    Ok(Json(OkResponse::ok()))
+}
+
+/// The author (or an admin of its group) deletes a message; receivers get a "delete" event.
+#[utoipa::path(post, path = "/api/v1/webchat/delete", tag = "messages",
+    security(("session" = [])),
+    request_body = MessageRef,
+    responses(
+        (status = 200, body = OkResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    JsonBody(req): JsonBody<MessageRef>,
+) -> ApiResult<Json<OkResponse>> {
+    let id = message_id_of(&req.message_id)?;
+    state
+        .store
+        .delete(session.user.id, id, now_millis())
+        .await?;
+    Ok(Json(OkResponse::ok()))
+}
+
+/// Marks a received message read; its author gets one "read" event per reader.
+#[utoipa::path(post, path = "/api/v1/webchat/read", tag = "messages",
+    security(("session" = [])),
+    request_body = MessageRef,
+    responses(
+        (status = 200, body = OkResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ))]
+pub async fn read(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    JsonBody(req): JsonBody<MessageRef>,
+) -> ApiResult<Json<OkResponse>> {
+    let id = message_id_of(&req.message_id)?;
+    state
+        .store
+        .mark_read(session.user.id, id, now_millis())
+        .await?;
+    Ok(Json(OkResponse::ok()))
+}
+
+/// Reports a message or an identity to the relay's operator.
+#[utoipa::path(post, path = "/api/v1/webchat/report", tag = "messages",
+    security(("session" = [])),
+    request_body = ReportRequest,
+    responses(
+        (status = 200, body = OkResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+    ))]
+pub async fn report(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    JsonBody(req): JsonBody<ReportRequest>,
+) -> ApiResult<Json<OkResponse>> {
+    let message_id = req
+        .message_id
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty());
+    let address = req
+        .chat_address
+        .map(|a| a.trim().to_ascii_lowercase())
+        .filter(|a| !a.is_empty());
+    if message_id.is_none() && address.is_none() {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "say what you report: message_id or chat_address",
+        ));
+    }
+    if message_id.as_ref().is_some_and(|m| m.len() > MAX_ID_CHARS)
+        || address.as_ref().is_some_and(|a| a.len() > 80)
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "message_id or chat_address is too long",
+        ));
+    }
+    let reason = req.reason.trim().to_string();
+    if reason.is_empty() || reason.chars().count() > 2000 {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "give a reason of 1-2000 characters",
+        ));
+    }
+    state
+        .store
+        .report(session.user.id, message_id, address, reason, now_millis())
+        .await?;
+    tracing::info!(reporter = %session.user.chat_address, "abuse report filed");
+    Ok(Json(OkResponse::ok()))
+}
+
+/// Query of `GET /api/v1/webchat/history`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct HistoryQuery {
+    /// A chat address (direct messages both ways) or `group:grp_…`.
+    pub with: String,
+    /// Only messages before this history position (the `cursor` of an earlier answer).
+    pub before: Option<i64>,
+    /// At most this many (1-200, default 50).
+    pub limit: Option<u32>,
+}
+
+/// A conversation's messages, oldest first; each `cursor` is its history position.
+#[utoipa::path(get, path = "/api/v1/webchat/history", tag = "messages",
+    security(("session" = [])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, body = PollResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ))]
+pub async fn history(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    super::extract::Query(q): super::extract::Query<HistoryQuery>,
+) -> ApiResult<Json<PollResponse>> {
+    use super::store::Conversation;
+    let with =
+        match group_target(q.with.trim()) {
+            Some(g) => Conversation::Group(g.to_string()),
+            None => Conversation::With(normalize_address(&q.with).map_err(|e| {
+                ApiError::bad_request(ErrorCode::InvalidAddress, format!("with: {e}"))
+            })?),
+        };
+    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let rows = state
+        .store
+        .history(session.user.id, with, q.before, limit)
+        .await?;
+    let next = rows
+        .first()
+        .map(|(id, _)| id.to_string())
+        .unwrap_or_default();
+    Ok(Json(PollResponse {
+        ok: true,
+        messages: rows.into_iter().map(|(_, m)| m).collect(),
+        next_cursor: next,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_blocks_in_text() {
+        let upload = r#"{"ok":true,"file_id":"file_1","attachment":{"file_id":"file_1","name":"a.mp4","kind":"video"}}"#;
+        let (caption, found) = split_attachment_block(upload).unwrap();
+        assert_eq!(caption, "");
+        assert_eq!(found[0].file_id, "file_1");
+        assert_eq!(found[0].kind, "video");
+        let mixed = format!("short video\n{}", r#"{"file_id":"file_2","kind":"file"}"#);
+        let (caption, found) = split_attachment_block(&mixed).unwrap();
+        assert_eq!(caption, "short video");
+        assert_eq!(found[0].file_id, "file_2");
+        assert!(split_attachment_block("just {text}").is_none());
+        assert!(split_attachment_block(r#"{"not":"an attachment"}"#).is_none());
+        let list = r#"[{"file_id":"a"},{"attachment":{"file_id":"b"}}]"#;
+        assert_eq!(split_attachment_block(list).unwrap().1.len(), 2);
+    }
 }

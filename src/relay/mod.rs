@@ -5,6 +5,8 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod files;
+pub mod groups;
 pub mod hub;
 pub mod mailer;
 pub mod messages;
@@ -133,7 +135,9 @@ pub enum RelayError {
     tags(
         (name = "auth", description = "Login by emailed code and sessions"),
         (name = "presence", description = "Presence and the directory"),
-        (name = "messages", description = "Sending and polling"),
+        (name = "messages", description = "Sending, polling, edits, deletions, read receipts, history"),
+        (name = "files", description = "Uploads and downloads"),
+        (name = "groups", description = "Chat and stream groups"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -208,6 +212,20 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .routes(routes!(messages::send))
         .routes(routes!(messages::poll))
         .routes(routes!(messages::ack))
+        .routes(routes!(messages::edit))
+        .routes(routes!(messages::delete))
+        .routes(routes!(messages::read))
+        .routes(routes!(messages::report))
+        .routes(routes!(messages::history))
+        .routes(routes!(files::upload))
+        .routes(routes!(files::download))
+        .routes(routes!(groups::create, groups::list))
+        .routes(routes!(groups::add_member, groups::members))
+        .routes(routes!(groups::remove_member))
+        .routes(routes!(groups::leave))
+        .routes(routes!(groups::join))
+        .routes(routes!(groups::request_join, groups::join_requests))
+        .routes(routes!(groups::decide))
         .split_for_parts();
     let doc = serde_json::to_value(&doc).unwrap_or_default();
     let openapi = axum::Router::new()
@@ -219,12 +237,18 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         header::AUTHORIZATION,
         header::COOKIE,
     ]);
+    // Only multipart uploads read bodies through axum's own limit (JSON bodies have theirs):
+    // the upload limit plus room for the form around the file.
+    let body_limit = usize::try_from(state.config.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1024 * 1024);
     let app = api
         .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .merge(openapi)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             // Spans carry the method and path only: a query string can hold a token

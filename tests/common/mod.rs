@@ -574,3 +574,11 @@ impl Drop for Background {
         let _ = self.child.wait();
     }
 }
+
+/// The events of a poll answer of one type ("message", "edit", "delete", "read").
+pub fn events_of(poll: &Value, kind: &str) -> Vec<Value> {
+    poll["messages"]
+        .as_array()
+        .map(|a| a.iter().filter(|m| m["type"] == kind).cloned().collect())
+        .unwrap_or_default()
+}

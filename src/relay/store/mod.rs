@@ -6,6 +6,7 @@ use async_trait::async_trait;
 
 use crate::api::Kind;
 use crate::api::directory::DirectoryEntry;
+use crate::api::groups::{GroupInfo, JoinRequest, Member};
 use crate::api::messages::{Attachment, Message};
 
 pub use sqlite::{SqliteOptions, SqliteStore, SyncMode};
@@ -87,6 +88,7 @@ pub struct NewMessage {
     pub target: Target,
     pub text: String,
     pub reply_to: Option<String>,
+    /// Only `file_id` is trusted: the rest is filled in from the stored file.
     pub attachments: Vec<Attachment>,
     pub created_at: i64,
 }
@@ -99,7 +101,53 @@ pub struct SentMessage {
     pub recipients: usize,
 }
 
-/// Storage failures, with what was being done.
+/// An uploaded file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRecord {
+    pub public_id: String,
+    pub owner_id: i64,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+    pub kind: String,
+    pub sha256: String,
+    pub created_at: i64,
+}
+
+/// A new group.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub public_id: String,
+    pub creator_id: i64,
+    pub name: String,
+    pub visibility: String,
+    pub mode: String,
+    pub created_at: i64,
+}
+
+/// An abuse report, for the operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub reporter: String,
+    pub message_id: Option<String>,
+    pub chat_address: Option<String>,
+    pub reason: String,
+    pub created_at: i64,
+    /// The reported message's author and text, when a message was reported.
+    pub message_author: Option<String>,
+    pub message_text: Option<String>,
+}
+
+/// One side of a conversation's history.
+#[derive(Debug, Clone)]
+pub enum Conversation {
+    /// Direct messages between the caller and this identity.
+    With(String),
+    /// A group's messages.
+    Group(String),
+}
+
+/// Storage failures, with what was being done; the refusals carry what the client did wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error while {action}: {source}")]
@@ -129,10 +177,22 @@ pub enum StoreError {
         action: &'static str,
         message: String,
     },
-    #[error("no identity has the address {0}")]
-    UnknownRecipient(String),
     #[error("a blocking storage task failed: {0}")]
     Join(String),
+    #[error("no identity has the address {0}")]
+    UnknownRecipient(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotMember(String),
+    #[error("only this stream group's writers may post in it")]
+    StreamReadOnly,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidAttachment(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -140,6 +200,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Everything the relay keeps.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    // --- identity and sessions
     /// Replaces any pending code for `email`.
     async fn put_login_code(
         &self,
@@ -147,7 +208,6 @@ pub trait Store: Send + Sync + 'static {
         code_hash: &str,
         expires_at: i64,
     ) -> StoreResult<()>;
-
     /// Checks the code and, when it matches, consumes it and logs in (creating the identity
     /// when new), all in one transaction: a refused registration leaves the code usable.
     async fn verify_and_login(
@@ -159,29 +219,30 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         session_expires_at: i64,
     ) -> StoreResult<LoginOutcome>;
-
     async fn session(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionInfo>>;
     async fn end_session(&self, session_id: i64, now: i64) -> StoreResult<()>;
+    async fn user_by_address(&self, address: &str) -> StoreResult<Option<User>>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
 
+    // --- presence and directory
     async fn set_presence(&self, user_id: i64, update: PresenceUpdate, now: i64)
     -> StoreResult<()>;
+    /// Public identities and public groups matching `query`; online means visible and seen
+    /// at or after `fresh_after` (unix ms).
     async fn directory(
         &self,
         query: &str,
         limit: u32,
-        now: i64,
+        fresh_after: i64,
     ) -> StoreResult<Vec<DirectoryEntry>>;
-    async fn user_by_address(&self, address: &str) -> StoreResult<Option<User>>;
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
 
+    // --- messages
     /// Stores the message and appends it to every receiver's stream, waking their pollers.
     async fn send(&self, msg: NewMessage) -> StoreResult<SentMessage>;
-
     /// Up to `limit` events of `user_id`'s stream after `after`.
     async fn poll(&self, user_id: i64, after: u64, limit: u32) -> StoreResult<Vec<Message>>;
     /// The newest position in `user_id`'s stream.
     async fn stream_head(&self, user_id: i64) -> StoreResult<u64>;
-
     async fn session_cursor(&self, session_id: i64) -> StoreResult<u64>;
     /// Moves the session's claim cursor from `from` to `to`; false if someone else moved it.
     async fn advance_session_cursor(
@@ -190,9 +251,65 @@ pub trait Store: Send + Sync + 'static {
         from: u64,
         to: u64,
     ) -> StoreResult<bool>;
-
     /// Moves the session's claim cursor forward to `to` (never back); returns the new cursor.
     async fn ack_session_cursor(&self, session_id: i64, to: u64) -> StoreResult<u64>;
+    /// The author changes a message's text; its receivers get an "edit" event.
+    async fn edit(&self, actor: i64, message_id: &str, text: String, now: i64) -> StoreResult<()>;
+    /// The author (or an admin of its group) deletes a message; receivers get a "delete".
+    async fn delete(&self, actor: i64, message_id: &str, now: i64) -> StoreResult<()>;
+    /// A receiver has read a message; its author gets one "read" event per reader.
+    async fn mark_read(&self, reader: i64, message_id: &str, now: i64) -> StoreResult<()>;
+    /// A conversation's messages (both directions for a direct one), newest last, before
+    /// the message `before` (rowid) when given.
+    async fn history(
+        &self,
+        user_id: i64,
+        with: Conversation,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, Message)>>;
+
+    // --- files
+    async fn put_file(&self, file: FileRecord) -> StoreResult<()>;
+    async fn file(&self, public_id: &str) -> StoreResult<Option<FileRecord>>;
+
+    // --- groups
+    async fn create_group(&self, group: NewGroup) -> StoreResult<()>;
+    /// The caller's groups and every public group.
+    async fn groups_for(&self, user_id: i64) -> StoreResult<Vec<GroupInfo>>;
+    async fn add_member(
+        &self,
+        actor: i64,
+        group: &str,
+        address: &str,
+        role: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// An admin removes anyone; anyone removes themself (leaving).
+    async fn remove_member(&self, actor: i64, group: &str, address: &str) -> StoreResult<()>;
+    async fn members(&self, actor: i64, group: &str) -> StoreResult<Vec<Member>>;
+    /// Joins a public group at once; for a private one, files a join request.
+    async fn join_or_request(&self, user_id: i64, group: &str, now: i64) -> StoreResult<bool>;
+    async fn join_requests(&self, actor: i64, group: &str) -> StoreResult<Vec<JoinRequest>>;
+    async fn decide_join(
+        &self,
+        actor: i64,
+        group: &str,
+        address: &str,
+        accept: bool,
+        now: i64,
+    ) -> StoreResult<()>;
+
+    // --- abuse reports
+    async fn report(
+        &self,
+        reporter: i64,
+        message_id: Option<String>,
+        address: Option<String>,
+        reason: String,
+        now: i64,
+    ) -> StoreResult<()>;
+    async fn reports(&self) -> StoreResult<Vec<Report>>;
 
     /// Flushes and stops background work. Called once at shutdown.
     async fn close(&self);

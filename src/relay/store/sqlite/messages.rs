@@ -1,0 +1,490 @@
+//! Messages and each receiver's stream: send (with group fan-out), poll, edits, deletions,
+//! read receipts, claim cursors and conversation history.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{files, groups, identity, sqlite_err};
+use crate::api::files::file_url;
+use crate::api::messages::{Attachment, EventType, Message};
+use crate::api::{Kind, rfc3339_from_millis};
+use crate::relay::store::{Conversation, NewMessage, SentMessage, StoreError, StoreResult, Target};
+
+/// Appends one event to a receiver's stream and records the wakeup.
+fn deliver(
+    conn: &Connection,
+    user_id: i64,
+    message_rowid: i64,
+    event_id: Option<i64>,
+    wakes: &mut Vec<(i64, u64)>,
+) -> StoreResult<u64> {
+    let seq: i64 = conn
+        .prepare_cached("UPDATE users SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")
+        .and_then(|mut st| st.query_row([user_id], |r| r.get(0)))
+        .map_err(sqlite_err("advancing a stream"))?;
+    conn.prepare_cached(
+        "INSERT INTO deliveries (user_id, seq, message_id, event_id) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut st| st.execute(params![user_id, seq, message_rowid, event_id]))
+    .map_err(sqlite_err("recording a delivery"))?;
+    let seq = seq as u64;
+    wakes.push((user_id, seq));
+    Ok(seq)
+}
+
+/// The stored metadata for attachments named by file id (clients' other fields are ignored).
+fn resolve_attachments(conn: &Connection, wanted: &[Attachment]) -> StoreResult<Vec<Attachment>> {
+    wanted
+        .iter()
+        .map(|a| {
+            let f = files::file(conn, &a.file_id)?.ok_or_else(|| {
+                StoreError::InvalidAttachment(format!(
+                    "no uploaded file has the id {:?}; upload it with /api/v1/webchat/upload first",
+                    a.file_id
+                ))
+            })?;
+            Ok(Attachment {
+                url: file_url(&f.public_id),
+                file_id: f.public_id,
+                name: f.name,
+                mime: f.mime,
+                size: f.size,
+                // A voice clip stays a voice clip; otherwise the sender may pick the kind.
+                kind: if a.kind.is_empty() {
+                    f.kind
+                } else {
+                    a.kind.clone()
+                },
+                sha256: f.sha256,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn send(
+    conn: &Connection,
+    msg: &NewMessage,
+    wakes: &mut Vec<(i64, u64)>,
+) -> StoreResult<SentMessage> {
+    let (to_target, group_id, recipients) = match &msg.target {
+        Target::Address(address) => {
+            let Some(user) = identity::user_by_address(conn, address)? else {
+                return Err(StoreError::UnknownRecipient(address.clone()));
+            };
+            (address.clone(), None::<String>, vec![user.id])
+        }
+        Target::Group(public_id) => {
+            let g = groups::lookup(conn, public_id)?
+                .ok_or_else(|| StoreError::UnknownRecipient(format!("group:{public_id}")))?;
+            match groups::role(conn, g.rowid, msg.sender_id)? {
+                None => {
+                    return Err(StoreError::NotMember(format!(
+                        "you are not a member of group:{public_id}; join it first"
+                    )));
+                }
+                Some(role) if g.mode == "stream" && role != "admin" => {
+                    return Err(StoreError::StreamReadOnly);
+                }
+                Some(_) => {}
+            }
+            let members = groups::member_ids(conn, g.rowid)?
+                .into_iter()
+                .filter(|id| *id != msg.sender_id)
+                .collect();
+            (
+                format!("group:{public_id}"),
+                Some(public_id.clone()),
+                members,
+            )
+        }
+    };
+    let attachments = resolve_attachments(conn, &msg.attachments)?;
+    let attachments_json = if attachments.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&attachments)
+                .map_err(|e| StoreError::InvalidAttachment(e.to_string()))?,
+        )
+    };
+    conn.prepare_cached(
+        "INSERT INTO messages (public_id, sender_id, to_target, group_id, text, reply_to, attachments, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            msg.public_id,
+            msg.sender_id,
+            to_target,
+            group_id,
+            msg.text,
+            msg.reply_to,
+            attachments_json,
+            msg.created_at
+        ])
+    })
+    .map_err(sqlite_err("storing a message"))?;
+    let rowid = conn.last_insert_rowid();
+    for user_id in &recipients {
+        deliver(conn, *user_id, rowid, None, wakes)?;
+    }
+    Ok(SentMessage {
+        public_id: msg.public_id.clone(),
+        created_at: msg.created_at,
+        recipients: recipients.len(),
+    })
+}
+
+/// Columns shared by poll and history, in the order `message_from_row` reads them.
+const MESSAGE_COLS: &str = "
+       m.public_id, m.to_target, m.group_id, m.text, m.reply_to, m.attachments, m.created_at, m.deleted_at,
+       su.chat_address, su.display_name, su.kind,
+       e.kind, e.text, e.created_at,
+       au.chat_address, au.display_name, au.kind,
+       m.edited_at";
+
+fn poll_sql() -> String {
+    format!(
+        "SELECT d.seq, {MESSAGE_COLS}
+         FROM deliveries d
+         JOIN messages m ON m.id = d.message_id
+         JOIN users su ON su.id = m.sender_id
+         LEFT JOIN events e ON e.id = d.event_id
+         LEFT JOIN users au ON au.id = e.actor_id
+         WHERE d.user_id = ?1 AND d.seq > ?2
+         ORDER BY d.seq
+         LIMIT ?3"
+    )
+}
+
+fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let seq: i64 = row.get(0)?;
+    let deleted_at: Option<i64> = row.get(8)?;
+    let attachments: Option<String> = row.get(6)?;
+    let attachments: Vec<Attachment> = match (deleted_at, attachments) {
+        (None, Some(json)) => serde_json::from_str(&json).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let event_kind: Option<String> = row.get(12)?;
+    let event_type = event_kind
+        .as_deref()
+        .and_then(EventType::parse)
+        .unwrap_or(EventType::Message);
+    let edited_at: Option<i64> = row.get(18)?;
+    let (from, from_name, from_kind, text, created_at) = match event_type {
+        EventType::Message => (
+            row.get::<_, String>(9)?,
+            row.get::<_, String>(10)?,
+            row.get::<_, String>(11)?,
+            if deleted_at.is_some() {
+                String::new()
+            } else {
+                row.get::<_, String>(4)?
+            },
+            row.get::<_, i64>(7)?,
+        ),
+        _ => (
+            row.get::<_, String>(15)?,
+            row.get::<_, String>(16)?,
+            row.get::<_, String>(17)?,
+            if event_type == EventType::Edit && deleted_at.is_none() {
+                row.get::<_, Option<String>>(13)?.unwrap_or_default()
+            } else {
+                String::new()
+            },
+            row.get::<_, i64>(14)?,
+        ),
+    };
+    let is_message = event_type == EventType::Message;
+    Ok(Message {
+        cursor: seq.to_string(),
+        event_type,
+        message_id: row.get(1)?,
+        from,
+        from_name,
+        from_kind: Kind::parse(&from_kind).unwrap_or_default(),
+        to: row.get(2)?,
+        text,
+        created_at: rfc3339_from_millis(created_at),
+        reply_to: if is_message { row.get(5)? } else { None },
+        group_id: row.get(3)?,
+        attachments: if is_message { attachments } else { Vec::new() },
+        edited_at: if is_message {
+            edited_at.map(rfc3339_from_millis)
+        } else {
+            None
+        },
+        deleted: is_message && deleted_at.is_some(),
+    })
+}
+
+pub(super) fn poll(
+    conn: &Connection,
+    user_id: i64,
+    after: u64,
+    limit: u32,
+) -> StoreResult<Vec<Message>> {
+    let mut st = conn
+        .prepare_cached(&poll_sql())
+        .map_err(sqlite_err("reading a stream"))?;
+    let rows = st
+        .query_map(params![user_id, after as i64, limit], message_from_row)
+        .map_err(sqlite_err("reading a stream"))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(sqlite_err("reading stream rows"))
+}
+
+pub(super) fn stream_head(conn: &Connection, user_id: i64) -> StoreResult<u64> {
+    conn.prepare_cached("SELECT last_seq FROM users WHERE id = ?1")
+        .and_then(|mut st| st.query_row([user_id], |r| r.get::<_, i64>(0)).optional())
+        .map(|v| v.unwrap_or(0) as u64)
+        .map_err(sqlite_err("reading a stream head"))
+}
+
+pub(super) fn session_cursor(conn: &Connection, session_id: i64) -> StoreResult<u64> {
+    conn.prepare_cached("SELECT cursor FROM sessions WHERE id = ?1")
+        .and_then(|mut st| {
+            st.query_row([session_id], |r| r.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|v| v.unwrap_or(0) as u64)
+        .map_err(sqlite_err("reading a claim cursor"))
+}
+
+pub(super) fn advance_session_cursor(
+    conn: &Connection,
+    session_id: i64,
+    from: u64,
+    to: u64,
+) -> StoreResult<bool> {
+    let n = conn
+        .prepare_cached("UPDATE sessions SET cursor = ?1 WHERE id = ?2 AND cursor = ?3")
+        .and_then(|mut st| st.execute(params![to as i64, session_id, from as i64]))
+        .map_err(sqlite_err("advancing a claim cursor"))?;
+    Ok(n == 1)
+}
+
+pub(super) fn ack_session_cursor(conn: &Connection, session_id: i64, to: u64) -> StoreResult<u64> {
+    conn.prepare_cached(
+        "UPDATE sessions SET cursor = MAX(cursor, ?1) WHERE id = ?2 RETURNING cursor",
+    )
+    .and_then(|mut st| st.query_row(params![to as i64, session_id], |r| r.get::<_, i64>(0)))
+    .map(|c| c as u64)
+    .map_err(sqlite_err("acknowledging a cursor"))
+}
+
+/// What lifecycle operations need to know about a message.
+struct Stored {
+    rowid: i64,
+    sender_id: i64,
+    group_id: Option<String>,
+    deleted: bool,
+}
+
+fn stored(conn: &Connection, public_id: &str) -> StoreResult<Stored> {
+    conn.prepare_cached(
+        "SELECT id, sender_id, group_id, deleted_at IS NOT NULL FROM messages WHERE public_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([public_id], |r| {
+            Ok(Stored {
+                rowid: r.get(0)?,
+                sender_id: r.get(1)?,
+                group_id: r.get(2)?,
+                deleted: r.get(3)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(sqlite_err("looking up a message"))?
+    .ok_or_else(|| StoreError::NotFound(format!("no message has the id {public_id:?}")))
+}
+
+/// Who received a message (not events about it).
+fn receivers(conn: &Connection, rowid: i64) -> StoreResult<Vec<i64>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT DISTINCT user_id FROM deliveries WHERE message_id = ?1 AND event_id IS NULL",
+        )
+        .map_err(sqlite_err("finding a message's receivers"))?;
+    st.query_map([rowid], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(sqlite_err("finding a message's receivers"))
+}
+
+fn add_event(
+    conn: &Connection,
+    kind: &str,
+    rowid: i64,
+    actor: i64,
+    text: Option<&str>,
+    now: i64,
+) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO events (kind, message_id, actor_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut st| st.execute(params![kind, rowid, actor, text, now]))
+    .map_err(sqlite_err("recording an event"))?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub(super) fn edit(
+    conn: &Connection,
+    actor: i64,
+    public_id: &str,
+    text: &str,
+    now: i64,
+    wakes: &mut Vec<(i64, u64)>,
+) -> StoreResult<()> {
+    let m = stored(conn, public_id)?;
+    if m.sender_id != actor {
+        return Err(StoreError::Forbidden(
+            "only the author can edit a message".into(),
+        ));
+    }
+    if m.deleted {
+        return Err(StoreError::Conflict(
+            "that message was deleted; it cannot be edited".into(),
+        ));
+    }
+    conn.execute(
+        "UPDATE messages SET text = ?1, edited_at = ?2 WHERE id = ?3",
+        params![text, now, m.rowid],
+    )
+    .map_err(sqlite_err("editing a message"))?;
+    let event = add_event(conn, "edit", m.rowid, actor, Some(text), now)?;
+    for user in receivers(conn, m.rowid)? {
+        deliver(conn, user, m.rowid, Some(event), wakes)?;
+    }
+    Ok(())
+}
+
+pub(super) fn delete(
+    conn: &Connection,
+    actor: i64,
+    public_id: &str,
+    now: i64,
+    wakes: &mut Vec<(i64, u64)>,
+) -> StoreResult<()> {
+    let m = stored(conn, public_id)?;
+    let group_admin = match &m.group_id {
+        Some(g) => match groups::lookup(conn, g)? {
+            Some(info) => groups::role(conn, info.rowid, actor)?.as_deref() == Some("admin"),
+            None => false,
+        },
+        None => false,
+    };
+    if m.sender_id != actor && !group_admin {
+        return Err(StoreError::Forbidden(
+            "only the author (or an admin of its group) can delete a message".into(),
+        ));
+    }
+    if m.deleted {
+        return Ok(());
+    }
+    conn.execute(
+        "UPDATE messages SET deleted_at = ?1, text = '', attachments = NULL WHERE id = ?2",
+        params![now, m.rowid],
+    )
+    .map_err(sqlite_err("deleting a message"))?;
+    let event = add_event(conn, "delete", m.rowid, actor, None, now)?;
+    let mut told = receivers(conn, m.rowid)?;
+    // An admin's deletion is news to the author too.
+    if actor != m.sender_id {
+        told.push(m.sender_id);
+    }
+    for user in told {
+        deliver(conn, user, m.rowid, Some(event), wakes)?;
+    }
+    Ok(())
+}
+
+pub(super) fn mark_read(
+    conn: &Connection,
+    reader: i64,
+    public_id: &str,
+    now: i64,
+    wakes: &mut Vec<(i64, u64)>,
+) -> StoreResult<()> {
+    let m = stored(conn, public_id)?;
+    if m.sender_id == reader {
+        return Ok(()); // your own message: nothing to tell anyone
+    }
+    if !receivers(conn, m.rowid)?.contains(&reader) {
+        return Err(StoreError::Forbidden(
+            "you did not receive that message".into(),
+        ));
+    }
+    let fresh = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO reads (message_id, user_id, read_at) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut st| st.execute(params![m.rowid, reader, now]))
+        .map_err(sqlite_err("recording a read"))?;
+    if fresh == 1 && !m.deleted {
+        let event = add_event(conn, "read", m.rowid, reader, None, now)?;
+        deliver(conn, m.sender_id, m.rowid, Some(event), wakes)?;
+    }
+    Ok(())
+}
+
+pub(super) fn history(
+    conn: &Connection,
+    user_id: i64,
+    with: &Conversation,
+    before: Option<i64>,
+    limit: u32,
+) -> StoreResult<Vec<(i64, Message)>> {
+    let base = format!(
+        "SELECT m.id, {MESSAGE_COLS}
+         FROM messages m
+         JOIN users su ON su.id = m.sender_id
+         LEFT JOIN events e ON 0
+         LEFT JOIN users au ON 0"
+    );
+    let before = before.unwrap_or(i64::MAX);
+    let mut rows: Vec<(i64, Message)> = match with {
+        Conversation::With(address) => {
+            let me = conn
+                .prepare_cached("SELECT chat_address FROM users WHERE id = ?1")
+                .and_then(|mut st| st.query_row([user_id], |r| r.get::<_, String>(0)))
+                .map_err(sqlite_err("reading an address"))?;
+            let other = identity::user_by_address(conn, address)?
+                .ok_or_else(|| StoreError::UnknownRecipient(address.clone()))?;
+            let sql = format!(
+                "{base} WHERE ((m.sender_id = ?1 AND m.to_target = ?2) OR (m.sender_id = ?3 AND m.to_target = ?4))
+                   AND m.id < ?5 ORDER BY m.id DESC LIMIT ?6"
+            );
+            let mut st = conn
+                .prepare_cached(&sql)
+                .map_err(sqlite_err("reading a conversation"))?;
+            st.query_map(
+                params![user_id, address, other.id, me, before, limit],
+                |r| Ok((r.get(0)?, message_from_row(r)?)),
+            )
+            .and_then(|rows| rows.collect())
+            .map_err(sqlite_err("reading a conversation"))?
+        }
+        Conversation::Group(public_id) => {
+            let g = groups::lookup(conn, public_id)?.ok_or_else(|| {
+                StoreError::NotFound(format!("no group has the id {public_id:?}"))
+            })?;
+            if groups::role(conn, g.rowid, user_id)?.is_none() {
+                return Err(StoreError::NotMember(format!(
+                    "you are not a member of group:{public_id}"
+                )));
+            }
+            let sql =
+                format!("{base} WHERE m.to_target = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3");
+            let mut st = conn
+                .prepare_cached(&sql)
+                .map_err(sqlite_err("reading a group"))?;
+            st.query_map(params![format!("group:{public_id}"), before, limit], |r| {
+                Ok((r.get(0)?, message_from_row(r)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(sqlite_err("reading a group"))?
+        }
+    };
+    rows.reverse();
+    Ok(rows)
+}

@@ -1,0 +1,547 @@
+//! SQLite backend: one writer thread with group commit, a pool of readers (WAL).
+//!
+//! Every write is a job sent to the writer thread. The writer takes all jobs that are waiting
+//! (up to a batch limit), runs each inside its own savepoint of one transaction, commits once
+//! (one fsync for the whole batch) and only then answers each job and wakes pollers. So a 2xx
+//! answer always means "committed", and many concurrent senders share one fsync.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+use rusqlite_migration::{M, Migrations};
+use tokio::sync::oneshot;
+
+use super::{
+    Conversation, FileRecord, LoginOutcome, NewGroup, NewMessage, PresenceUpdate, Registration,
+    Report, SentMessage, SessionInfo, Store, StoreError, StoreResult, User,
+};
+use crate::api::directory::DirectoryEntry;
+use crate::api::groups::{GroupInfo, JoinRequest, Member};
+use crate::api::messages::Message;
+use crate::relay::hub::Hub;
+
+mod files;
+mod groups;
+mod identity;
+mod messages;
+
+/// Most jobs committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/001_init.sql")),
+    M::up(include_str!("migrations/002_files_groups_events.sql")),
+];
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync the WAL at every commit: an acknowledged write survives power loss.
+    Full,
+    /// fsync only at checkpoints: survives a crash of the relay, not of the machine.
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub sync: SyncMode,
+    pub readers: u32,
+}
+
+/// A pending write, type-erased so one queue carries them all.
+trait WriteJob: Send {
+    /// Runs the job's statements; false when it failed (the writer rolls back its savepoint).
+    fn run(&mut self, conn: &Connection, wakes: &mut Vec<(i64, u64)>) -> bool;
+    /// Answers the caller once the batch's fate is known.
+    fn finish(self: Box<Self>, committed: Result<(), String>);
+}
+
+type Outcome<R> = Option<StoreResult<R>>;
+
+struct TypedJob<R, F> {
+    action: &'static str,
+    work: Option<F>,
+    outcome: Outcome<R>,
+    reply: oneshot::Sender<StoreResult<R>>,
+}
+
+impl<R, F> WriteJob for TypedJob<R, F>
+where
+    R: Send + 'static,
+    F: FnOnce(&Connection, &mut Vec<(i64, u64)>) -> StoreResult<R> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection, wakes: &mut Vec<(i64, u64)>) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = work(conn, wakes);
+        let ok = result.is_ok();
+        self.outcome = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), String>) {
+        let answer = match (self.outcome, committed) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(r)), Ok(())) => Ok(r),
+            (Some(Ok(_)), Err(e)) | (None, Err(e)) => Err(StoreError::Commit {
+                action: self.action,
+                message: e,
+            }),
+            (None, Ok(())) => Err(StoreError::WriterGone),
+        };
+        // The caller may have gone away (client disconnected); the write stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+pub struct SqliteStore {
+    writer: std::sync::Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
+    writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    path: PathBuf,
+}
+
+pub(super) fn sqlite_err(action: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { action, source }
+}
+
+fn pragmas(sync: SyncMode) -> String {
+    let sync = match sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA busy_timeout = 5000;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;"
+    )
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database and starts the writer thread.
+    pub fn open(opts: SqliteOptions, hub: Arc<Hub>) -> StoreResult<SqliteStore> {
+        let path_text = opts.path.display().to_string();
+        let mut conn = Connection::open(&opts.path).map_err(|source| StoreError::Open {
+            path: path_text.clone(),
+            source,
+        })?;
+        conn.execute_batch(&pragmas(opts.sync))
+            .map_err(|source| StoreError::Open {
+                path: path_text.clone(),
+                source,
+            })?;
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut conn)
+            .map_err(|source| StoreError::Migration {
+                path: path_text.clone(),
+                source,
+            })?;
+
+        let init_sql = pragmas(opts.sync);
+        let manager = SqliteConnectionManager::file(&opts.path)
+            .with_init(move |c| c.execute_batch(&init_sql));
+        let readers = r2d2::Pool::builder()
+            .max_size(opts.readers.max(1))
+            .build(manager)?;
+
+        let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, hub))
+            .map_err(|e| StoreError::Join(format!("starting the writer thread: {e}")))?;
+
+        Ok(SqliteStore {
+            writer: std::sync::Mutex::new(Some(tx)),
+            writer_thread: std::sync::Mutex::new(Some(thread)),
+            readers,
+            path: opts.path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues a write and waits until it is committed (or failed).
+    async fn write<R, F>(&self, action: &'static str, work: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection, &mut Vec<(i64, u64)>) -> StoreResult<R> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(TypedJob {
+            action,
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
+        {
+            let guard = self.writer.lock().map_err(|_| StoreError::WriterGone)?;
+            let sender = guard.as_ref().ok_or(StoreError::WriterGone)?;
+            sender.send(job).map_err(|_| StoreError::WriterGone)?;
+        }
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs a read on a pooled connection off the async threads.
+    async fn read<R, F>(&self, work: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            work(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc<Hub>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut wakes: Vec<(i64, u64)> = Vec::new();
+        let committed = run_batch(&conn, &mut batch, &mut wakes);
+        if committed.is_ok() {
+            for (user, seq) in &wakes {
+                hub.notify(*user, *seq);
+            }
+        } else {
+            tracing::error!(error = ?committed, jobs = batch.len(), "write batch failed");
+        }
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+fn run_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn WriteJob>],
+    wakes: &mut Vec<(i64, u64)>,
+) -> Result<(), String> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| format!("begin: {e}"))?;
+    for job in batch.iter_mut() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(format!("savepoint: {e}"));
+        }
+        let mut job_wakes = Vec::new();
+        let ok = job.run(conn, &mut job_wakes);
+        let end = if ok {
+            wakes.extend(job_wakes);
+            conn.execute_batch("RELEASE job")
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        if let Err(e) = end {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(format!("ending savepoint: {e}"));
+        }
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(format!("commit: {e}"));
+    }
+    Ok(())
+}
+
+pub(super) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    hex::encode(buf)
+}
+
+type Wakes = Vec<(i64, u64)>;
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_login_code(
+        &self,
+        email: &str,
+        code_hash: &str,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        let (email, code_hash) = (email.to_string(), code_hash.to_string());
+        self.write("storing a login code", move |c, _| {
+            identity::put_login_code(c, &email, &code_hash, expires_at)
+        })
+        .await
+    }
+
+    async fn verify_and_login(
+        &self,
+        code_hash: &str,
+        max_attempts: u32,
+        reg: Registration,
+        token_hash: &str,
+        now: i64,
+        session_expires_at: i64,
+    ) -> StoreResult<LoginOutcome> {
+        let (code_hash, token_hash) = (code_hash.to_string(), token_hash.to_string());
+        self.write("logging in", move |c, _| {
+            identity::login(
+                c,
+                &code_hash,
+                max_attempts,
+                &reg,
+                &token_hash,
+                now,
+                session_expires_at,
+            )
+        })
+        .await
+    }
+
+    async fn session(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionInfo>> {
+        let token_hash = token_hash.to_string();
+        self.read(move |c| identity::session(c, &token_hash, now))
+            .await
+    }
+
+    async fn end_session(&self, session_id: i64, now: i64) -> StoreResult<()> {
+        self.write("ending a session", move |c, _| {
+            identity::end_session(c, session_id, now)
+        })
+        .await
+    }
+
+    async fn user_by_address(&self, address: &str) -> StoreResult<Option<User>> {
+        let address = address.to_string();
+        self.read(move |c| identity::user_by_address(c, &address))
+            .await
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let email = email.to_string();
+        self.read(move |c| identity::user_by_email(c, &email)).await
+    }
+
+    async fn set_presence(
+        &self,
+        user_id: i64,
+        update: PresenceUpdate,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.write("updating presence", move |c, _| {
+            identity::set_presence(c, user_id, &update, now)
+        })
+        .await
+    }
+
+    async fn directory(
+        &self,
+        query: &str,
+        limit: u32,
+        fresh_after: i64,
+    ) -> StoreResult<Vec<DirectoryEntry>> {
+        let needle = query.trim().to_lowercase();
+        self.read(move |c| identity::directory(c, &needle, limit, fresh_after))
+            .await
+    }
+
+    async fn send(&self, msg: NewMessage) -> StoreResult<SentMessage> {
+        self.write("sending a message", move |c, w: &mut Wakes| {
+            messages::send(c, &msg, w)
+        })
+        .await
+    }
+
+    async fn poll(&self, user_id: i64, after: u64, limit: u32) -> StoreResult<Vec<Message>> {
+        self.read(move |c| messages::poll(c, user_id, after, limit))
+            .await
+    }
+
+    async fn stream_head(&self, user_id: i64) -> StoreResult<u64> {
+        self.read(move |c| messages::stream_head(c, user_id)).await
+    }
+
+    async fn session_cursor(&self, session_id: i64) -> StoreResult<u64> {
+        self.read(move |c| messages::session_cursor(c, session_id))
+            .await
+    }
+
+    async fn advance_session_cursor(
+        &self,
+        session_id: i64,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<bool> {
+        self.write("advancing a claim cursor", move |c, _| {
+            messages::advance_session_cursor(c, session_id, from, to)
+        })
+        .await
+    }
+
+    async fn ack_session_cursor(&self, session_id: i64, to: u64) -> StoreResult<u64> {
+        self.write("acknowledging a cursor", move |c, _| {
+            messages::ack_session_cursor(c, session_id, to)
+        })
+        .await
+    }
+
+    async fn edit(&self, actor: i64, message_id: &str, text: String, now: i64) -> StoreResult<()> {
+        let message_id = message_id.to_string();
+        self.write("editing a message", move |c, w: &mut Wakes| {
+            messages::edit(c, actor, &message_id, &text, now, w)
+        })
+        .await
+    }
+
+    async fn delete(&self, actor: i64, message_id: &str, now: i64) -> StoreResult<()> {
+        let message_id = message_id.to_string();
+        self.write("deleting a message", move |c, w: &mut Wakes| {
+            messages::delete(c, actor, &message_id, now, w)
+        })
+        .await
+    }
+
+    async fn mark_read(&self, reader: i64, message_id: &str, now: i64) -> StoreResult<()> {
+        let message_id = message_id.to_string();
+        self.write("recording a read receipt", move |c, w: &mut Wakes| {
+            messages::mark_read(c, reader, &message_id, now, w)
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        user_id: i64,
+        with: Conversation,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, Message)>> {
+        self.read(move |c| messages::history(c, user_id, &with, before, limit))
+            .await
+    }
+
+    async fn put_file(&self, file: FileRecord) -> StoreResult<()> {
+        self.write("recording an upload", move |c, _| files::put_file(c, &file))
+            .await
+    }
+
+    async fn file(&self, public_id: &str) -> StoreResult<Option<FileRecord>> {
+        let public_id = public_id.to_string();
+        self.read(move |c| files::file(c, &public_id)).await
+    }
+
+    async fn create_group(&self, group: NewGroup) -> StoreResult<()> {
+        self.write("creating a group", move |c, _| groups::create(c, &group))
+            .await
+    }
+
+    async fn groups_for(&self, user_id: i64) -> StoreResult<Vec<GroupInfo>> {
+        self.read(move |c| groups::list_for(c, user_id)).await
+    }
+
+    async fn add_member(
+        &self,
+        actor: i64,
+        group: &str,
+        address: &str,
+        role: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        let (group, address, role) = (group.to_string(), address.to_string(), role.to_string());
+        self.write("adding a group member", move |c, _| {
+            groups::add_member(c, actor, &group, &address, &role, now)
+        })
+        .await
+    }
+
+    async fn remove_member(&self, actor: i64, group: &str, address: &str) -> StoreResult<()> {
+        let (group, address) = (group.to_string(), address.to_string());
+        self.write("removing a group member", move |c, _| {
+            groups::remove_member(c, actor, &group, &address)
+        })
+        .await
+    }
+
+    async fn members(&self, actor: i64, group: &str) -> StoreResult<Vec<Member>> {
+        let group = group.to_string();
+        self.read(move |c| groups::members(c, actor, &group)).await
+    }
+
+    async fn join_or_request(&self, user_id: i64, group: &str, now: i64) -> StoreResult<bool> {
+        let group = group.to_string();
+        self.write("joining a group", move |c, _| {
+            groups::join_or_request(c, user_id, &group, now)
+        })
+        .await
+    }
+
+    async fn join_requests(&self, actor: i64, group: &str) -> StoreResult<Vec<JoinRequest>> {
+        let group = group.to_string();
+        self.read(move |c| groups::join_requests(c, actor, &group))
+            .await
+    }
+
+    async fn decide_join(
+        &self,
+        actor: i64,
+        group: &str,
+        address: &str,
+        accept: bool,
+        now: i64,
+    ) -> StoreResult<()> {
+        let (group, address) = (group.to_string(), address.to_string());
+        self.write("deciding a join request", move |c, _| {
+            groups::decide_join(c, actor, &group, &address, accept, now)
+        })
+        .await
+    }
+
+    async fn report(
+        &self,
+        reporter: i64,
+        message_id: Option<String>,
+        address: Option<String>,
+        reason: String,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.write("recording a report", move |c, _| {
+            files::report(
+                c,
+                reporter,
+                message_id.as_deref(),
+                address.as_deref(),
+                &reason,
+                now,
+            )
+        })
+        .await
+    }
+
+    async fn reports(&self) -> StoreResult<Vec<Report>> {
+        self.read(files::reports).await
+    }
+
+    async fn close(&self) {
+        // Dropping the sender ends the writer loop once queued jobs are committed.
+        if let Ok(mut guard) = self.writer.lock() {
+            guard.take();
+        }
+        let handle = self.writer_thread.lock().ok().and_then(|mut g| g.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
