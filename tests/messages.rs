@@ -943,3 +943,142 @@ async fn cli_sends_files_and_the_daemon_hands_the_hook_a_local_copy() {
         .output()
         .unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_language_prefs_profile_and_cors() {
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    let api = relay.api();
+    let ana = api.login("ana@example.com", "ana", "human").await;
+    let bot = api.login("bot@example.com", "bot", "agent").await;
+    let cy = api.login("cy@example.com", "cyd", "human").await;
+    api.send(&bot, "bot", "ana", "one").await;
+    let two = api.send(&bot, "bot", "ana", "two").await;
+    api.send(&ana, "ana", "cyd", "hi cy").await;
+    let gid = make_group(&api, &ana, "Team", "private", "chat").await;
+
+    let (s, v) = api.get("/api/v1/webchat/conversations", Some(&ana)).await;
+    assert_eq!(s, 200, "{v}");
+    let convs = v["conversations"].as_array().unwrap();
+    let with: Vec<&str> = convs.iter().map(|c| c["with"].as_str().unwrap()).collect();
+    assert_eq!(
+        with,
+        vec!["cyd", "bot", &format!("group:{gid}")],
+        "newest first; a quiet group last"
+    );
+    let bot_conv = &convs[1];
+    assert_eq!(bot_conv["unread"], json!(2));
+    assert_eq!(bot_conv["kind"], json!("agent"));
+    assert_eq!(bot_conv["display_name"], json!("bot"));
+    assert_eq!(bot_conv["last_message"]["text"], json!("two"));
+    assert_eq!(
+        convs[0]["unread"],
+        json!(0),
+        "your own messages are not unread"
+    );
+    assert_eq!(convs[2]["type"], json!("group"));
+    assert_eq!(convs[2]["can_post"], json!(true));
+    // Reading clears the count; the sender's message then shows read.
+    let (s, _) = api
+        .post(
+            "/api/v1/webchat/read",
+            Some(&ana),
+            json!({"message_id": two}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = api.get("/api/v1/webchat/conversations", Some(&ana)).await;
+    assert_eq!(v["conversations"][1]["unread"], json!(1));
+    let (_, v) = api
+        .get("/api/v1/webchat/history?with=ana", Some(&bot))
+        .await;
+    assert_eq!(v["messages"][1]["read"], json!(true));
+    assert!(
+        v["messages"][0].get("read").is_none(),
+        "unread messages carry no read flag"
+    );
+
+    // Language prefs.
+    let (s, v) = api.get("/api/v1/webchat/language-prefs", Some(&ana)).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["receive_language"], Value::Null);
+    let (s, v, _) = api
+        .raw(
+            reqwest::Method::PUT,
+            "/api/v1/webchat/language-prefs",
+            Some(&ana),
+            Some(br#"{"receive_language":"es"}"#.to_vec()),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = api.get("/api/v1/webchat/language-prefs", Some(&ana)).await;
+    assert_eq!(v["receive_language"], json!("es"));
+    let (s, v, _) = api
+        .raw(
+            reqwest::Method::PUT,
+            "/api/v1/webchat/language-prefs",
+            Some(&ana),
+            Some(br#"{"receive_language":"not a language"}"#.to_vec()),
+            None,
+        )
+        .await;
+    assert_error(s, &v, 400, "invalid_request");
+
+    // Profile: hidden from the directory, renamed.
+    let (s, _, _) = api
+        .raw(
+            reqwest::Method::PUT,
+            "/api/v1/webchat/profile",
+            Some(&cy),
+            Some(br#"{"public_visible":false,"display_name":"Cy R."}"#.to_vec()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v) = api.get("/api/v1/webchat/directory?q=cyd", Some(&ana)).await;
+    assert!(v["results"].as_array().unwrap().is_empty(), "hidden: {v}");
+    let (_, v) = api.get("/api/v1/webchat/me", Some(&cy)).await;
+    assert_eq!(v["display_name"], json!("Cy R."));
+    assert_eq!(v["public_visible"], json!(false));
+
+    // CORS: a web app on another origin may call the relay.
+    let resp = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/v1/webchat/poll", relay.url),
+        )
+        .header("Origin", "http://127.0.0.1:8026")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "x-pchat-session,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+
+    // The web app's files come from the binary, with a strict CSP.
+    let (s, _, h) = api
+        .raw(
+            reqwest::Method::GET,
+            "/app/webchat/chat.html",
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    for asset in ["/app/webchat/app.js", "/app/webchat/app.css"] {
+        let (s, _, _) = api.raw(reqwest::Method::GET, asset, None, None, None).await;
+        assert_eq!(s, 200, "{asset}");
+    }
+}

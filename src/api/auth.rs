@@ -72,3 +72,27 @@ pub struct MeResponse {
     /// The newest position in this identity's stream.
     pub stream_head: String,
 }
+
+/// `GET/PUT /api/v1/webchat/language-prefs`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LanguagePrefs {
+    /// BCP 47 tag such as "es" or "pt-BR"; null or "" for none.
+    #[serde(default)]
+    pub receive_language: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LanguagePrefsResponse {
+    pub ok: bool,
+    pub receive_language: Option<String>,
+}
+
+/// `PUT /api/v1/webchat/profile`: what a person may change about themself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ProfileUpdate {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Listed in the directory or not.
+    #[serde(default)]
+    pub public_visible: Option<bool>,
+}

@@ -83,6 +83,9 @@ pub struct Message {
     /// For a message: it was deleted (text and attachments are gone).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// For a message: a receiver has marked it read (for the author's ticks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read: bool,
 }
 
 /// `POST /api/v1/messages`
@@ -184,4 +187,30 @@ pub struct ReportRequest {
     #[serde(default)]
     pub chat_address: Option<String>,
     pub reason: String,
+}
+
+/// One conversation in the list: a person, an agent or a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConversationSummary {
+    /// A chat address, or `group:grp_…`.
+    pub with: String,
+    /// "direct" or "group".
+    #[serde(rename = "type")]
+    pub conversation_type: String,
+    pub display_name: String,
+    /// For direct conversations: human or agent.
+    pub kind: Option<Kind>,
+    /// For groups: chat or stream.
+    pub mode: Option<String>,
+    /// For groups: whether you may post.
+    pub can_post: bool,
+    pub last_message: Option<Message>,
+    /// Received messages you have not marked read.
+    pub unread: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConversationsResponse {
+    pub ok: bool,
+    pub conversations: Vec<ConversationSummary>,
 }

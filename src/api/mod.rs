@@ -79,6 +79,8 @@ impl OkResponse {
 pub struct HealthResponse {
     pub ok: bool,
     pub version: String,
+    /// Largest upload this relay takes, in bytes.
+    pub max_upload_bytes: u64,
 }
 
 /// Accepts a cursor written as a JSON string (`"42"`) or number (`42`): the cursor is opaque

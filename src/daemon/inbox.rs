@@ -288,6 +288,7 @@ mod tests {
                 attachments: vec![],
                 edited_at: None,
                 deleted: false,
+                read: false,
             },
             received_at: "2026-01-01T00:00:00Z".into(),
             attachment_paths: vec![],

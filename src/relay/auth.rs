@@ -15,7 +15,8 @@ use super::extract::{Auth, JsonBody, token_hash};
 use super::store::{CodeRejection, LoginOutcome, Registration};
 use crate::api::address::{normalize_address, normalize_email};
 use crate::api::auth::{
-    MeResponse, RequestCodeRequest, RequestCodeResponse, VerifyCodeRequest, VerifyCodeResponse,
+    MeResponse, ProfileUpdate, RequestCodeRequest, RequestCodeResponse, VerifyCodeRequest,
+    VerifyCodeResponse,
 };
 use crate::api::{ErrorBody, ErrorCode, OkResponse, TOKEN_PREFIX, now_millis, rfc3339_from_millis};
 
@@ -276,4 +277,26 @@ pub async fn me(State(state): State<AppState>, Auth(session): Auth) -> ApiResult
         claim_cursor: claim_cursor.to_string(),
         stream_head: stream_head.to_string(),
     }))
+}
+
+/// Changes the caller's display name and whether the directory lists them.
+#[utoipa::path(put, path = "/api/v1/webchat/profile", tag = "auth",
+    security(("session" = [])),
+    request_body = ProfileUpdate,
+    responses(
+        (status = 200, body = OkResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+    ))]
+pub async fn profile(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    JsonBody(req): JsonBody<ProfileUpdate>,
+) -> ApiResult<Json<OkResponse>> {
+    let name = clean_name(req.display_name.as_deref())?;
+    state
+        .store
+        .set_profile(session.user.id, name, req.public_visible)
+        .await?;
+    state.forget_sessions_of(session.user.id);
+    Ok(Json(OkResponse::ok()))
 }

@@ -2,7 +2,7 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
@@ -13,6 +13,32 @@ use crate::api::{ErrorCode, SESSION_HEADER, TOKEN_PREFIX};
 
 /// Largest JSON body any endpoint takes.
 pub const MAX_JSON_BODY: usize = 256 * 1024;
+/// How much of an oversized body is read and discarded so the client, still sending, gets the
+/// 413 instead of a reset connection. Past this the connection is simply closed.
+pub const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Reads a body up to `limit` bytes. Over the limit, keeps reading (discarding) up to
+/// DRAIN_LIMIT and returns `None`; a broken body returns `Err`.
+pub async fn read_limited(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<Option<bytes::Bytes>, ()> {
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ())?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                return Ok(None);
+            }
+        }
+    }
+    Ok((seen <= limit).then(|| buf.freeze()))
+}
 
 /// A JSON body, read whatever the Content-Type says (the seed's edit/delete/read examples send
 /// none). An empty body reads as `{}` so optional-only requests need no body at all.
@@ -26,16 +52,15 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let body = Limited::new(req.into_body(), MAX_JSON_BODY);
-        let bytes = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+        let bytes = match read_limited(req.into_body(), MAX_JSON_BODY).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
                 return Err(ApiError::too_large(format!(
                     "request body is over {} KiB",
                     MAX_JSON_BODY / 1024
                 )));
             }
-            Err(_) => {
+            Err(()) => {
                 return Err(ApiError::bad_request(
                     ErrorCode::InvalidRequest,
                     "the request body could not be read",

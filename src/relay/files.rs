@@ -121,6 +121,16 @@ pub async fn upload(
                 {
                     size += chunk.len() as u64;
                     if size > limit {
+                        // Read on (discarding, bounded) so the client gets the 413 rather
+                        // than a reset connection; the temp file is removed first.
+                        drop(path);
+                        let mut drained = 0usize;
+                        while let Ok(Some(c)) = field.chunk().await {
+                            drained += c.len();
+                            if drained > super::extract::DRAIN_LIMIT {
+                                break;
+                            }
+                        }
                         return Err(too_large(limit));
                     }
                     hasher.update(&chunk);

@@ -14,8 +14,8 @@ use super::store::{NewMessage, Target};
 use crate::api::OkResponse;
 use crate::api::address::{group_target, normalize_address};
 use crate::api::messages::{
-    AckRequest, AckResponse, Attachment, EditRequest, MessageRef, PollRequest, PollResponse,
-    ReportRequest, SendRequest, SendResponse,
+    AckRequest, AckResponse, Attachment, ConversationsResponse, EditRequest, MessageRef,
+    PollRequest, PollResponse, ReportRequest, SendRequest, SendResponse,
 };
 use crate::api::{
     ErrorBody, ErrorCode, MAX_POLL_WAIT_SECS, MAX_TEXT_BYTES, PCHAT_CHANNEL, now_millis,
@@ -511,6 +511,21 @@ pub async fn history(
         ok: true,
         messages: rows.into_iter().map(|(_, m)| m).collect(),
         next_cursor: next,
+    }))
+}
+
+/// The caller's conversations (people, agents, groups), newest first, with unread counts.
+#[utoipa::path(get, path = "/api/v1/webchat/conversations", tag = "messages",
+    security(("session" = [])),
+    responses((status = 200, body = ConversationsResponse), (status = 401, body = ErrorBody)))]
+pub async fn conversations(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+) -> ApiResult<Json<ConversationsResponse>> {
+    let conversations = state.store.conversations(session.user.id).await?;
+    Ok(Json(ConversationsResponse {
+        ok: true,
+        conversations,
     }))
 }
 

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod files;
 pub mod groups;
 pub mod hub;
+pub mod language;
 pub mod mailer;
 pub mod messages;
 pub mod presence;
@@ -138,6 +139,7 @@ pub enum RelayError {
         (name = "messages", description = "Sending, polling, edits, deletions, read receipts, history"),
         (name = "files", description = "Uploads and downloads"),
         (name = "groups", description = "Chat and stream groups"),
+        (name = "language", description = "Language preferences"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -158,10 +160,13 @@ impl utoipa::Modify for SecurityAddon {
 /// `GET /health`
 #[utoipa::path(get, path = "/health", tag = "meta",
     responses((status = 200, body = HealthResponse)))]
-async fn health() -> Json<HealthResponse> {
+async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Json<HealthResponse> {
     Json(HealthResponse {
         ok: true,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        max_upload_bytes: state.config.max_upload_bytes,
     })
 }
 
@@ -207,6 +212,9 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .routes(routes!(auth::verify_code))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))
+        .routes(routes!(auth::profile))
+        .routes(routes!(language::get_prefs, language::put_prefs))
+        .routes(routes!(messages::conversations))
         .routes(routes!(presence::presence))
         .routes(routes!(presence::directory))
         .routes(routes!(messages::send))
@@ -249,6 +257,16 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .with_state(state)
         .merge(openapi)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        // The web app may be served from another origin than the relay (the seed runs them
+        // on different ports). Tokens travel in a header, never in cookies, so any origin
+        // may call; it still needs a token.
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any)
+                .max_age(Duration::from_secs(3600)),
+        )
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             // Spans carry the method and path only: a query string can hold a token

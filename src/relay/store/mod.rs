@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::api::Kind;
 use crate::api::directory::DirectoryEntry;
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
-use crate::api::messages::{Attachment, Message};
+use crate::api::messages::{Attachment, ConversationSummary, Message};
 
 pub use sqlite::{SqliteOptions, SqliteStore, SyncMode};
 
@@ -224,6 +224,15 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_address(&self, address: &str) -> StoreResult<Option<User>>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
 
+    async fn language(&self, user_id: i64) -> StoreResult<Option<String>>;
+    async fn set_language(&self, user_id: i64, language: Option<String>) -> StoreResult<()>;
+    async fn set_profile(
+        &self,
+        user_id: i64,
+        display_name: Option<String>,
+        public_visible: Option<bool>,
+    ) -> StoreResult<()>;
+
     // --- presence and directory
     async fn set_presence(&self, user_id: i64, update: PresenceUpdate, now: i64)
     -> StoreResult<()>;
@@ -268,6 +277,9 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<(i64, Message)>>;
+
+    /// The caller's conversations, newest first, with unread counts.
+    async fn conversations(&self, user_id: i64) -> StoreResult<Vec<ConversationSummary>>;
 
     // --- files
     async fn put_file(&self, file: FileRecord) -> StoreResult<()>;

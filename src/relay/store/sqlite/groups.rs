@@ -4,6 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{identity, sqlite_err};
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
+use crate::api::messages::ConversationSummary;
 use crate::api::{Kind, rfc3339_from_millis};
 use crate::relay::store::{NewGroup, StoreError, StoreResult};
 
@@ -304,4 +305,49 @@ pub(super) fn decide_join(
         insert_member(conn, g.rowid, user, "member", now)?;
     }
     Ok(())
+}
+
+/// A group as a conversation-list entry (no last message yet).
+pub(super) fn summary(
+    conn: &Connection,
+    user: i64,
+    public_id: &str,
+) -> StoreResult<Option<ConversationSummary>> {
+    conn.prepare_cached(
+        "SELECT g.name, g.mode, gm.role FROM groups g
+         LEFT JOIN group_members gm ON gm.group_id = g.id AND gm.user_id = ?2
+         WHERE g.public_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row(params![public_id, user], |r| {
+            let mode: String = r.get(1)?;
+            let role: Option<String> = r.get(2)?;
+            Ok(ConversationSummary {
+                with: format!("group:{public_id}"),
+                conversation_type: "group".into(),
+                display_name: r.get(0)?,
+                kind: None,
+                can_post: matches!(role.as_deref(), Some("admin"))
+                    || (role.is_some() && mode == "chat"),
+                mode: Some(mode),
+                last_message: None,
+                unread: 0,
+            })
+        })
+        .optional()
+    })
+    .map_err(sqlite_err("reading a group"))
+}
+
+/// Public ids of the groups a user belongs to.
+pub(super) fn ids_of_member(conn: &Connection, user: i64) -> StoreResult<Vec<String>> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT g.public_id FROM group_members gm JOIN groups g ON g.id = gm.group_id
+             WHERE gm.user_id = ?1 ORDER BY gm.joined_at DESC",
+        )
+        .map_err(sqlite_err("listing a member's groups"))?;
+    st.query_map([user], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(sqlite_err("listing a member's groups"))
 }

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{files, groups, identity, sqlite_err};
 use crate::api::files::file_url;
-use crate::api::messages::{Attachment, EventType, Message};
+use crate::api::messages::{Attachment, ConversationSummary, EventType, Message};
 use crate::api::{Kind, rfc3339_from_millis};
 use crate::relay::store::{Conversation, NewMessage, SentMessage, StoreError, StoreResult, Target};
 
@@ -140,7 +140,8 @@ const MESSAGE_COLS: &str = "
        su.chat_address, su.display_name, su.kind,
        e.kind, e.text, e.created_at,
        au.chat_address, au.display_name, au.kind,
-       m.edited_at";
+       m.edited_at,
+       EXISTS (SELECT 1 FROM reads rd WHERE rd.message_id = m.id)";
 
 fn poll_sql() -> String {
     format!(
@@ -214,6 +215,7 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
             None
         },
         deleted: is_message && deleted_at.is_some(),
+        read: is_message && row.get::<_, bool>(19)?,
     })
 }
 
@@ -487,4 +489,103 @@ pub(super) fn history(
     };
     rows.reverse();
     Ok(rows)
+}
+
+/// A single message by rowid, as history shows it.
+fn message_by_rowid(conn: &Connection, rowid: i64) -> StoreResult<Option<Message>> {
+    let sql = format!(
+        "SELECT m.id, {MESSAGE_COLS}
+         FROM messages m
+         JOIN users su ON su.id = m.sender_id
+         LEFT JOIN events e ON 0
+         LEFT JOIN users au ON 0
+         WHERE m.id = ?1"
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut st| st.query_row([rowid], message_from_row).optional())
+        .map_err(sqlite_err("reading a message"))
+}
+
+pub(super) fn conversations(
+    conn: &Connection,
+    user_id: i64,
+) -> StoreResult<Vec<ConversationSummary>> {
+    // Every message the user sent or received, keyed by the other side (or the group).
+    let mut st = conn
+        .prepare_cached(
+            "WITH involved AS (
+                 SELECT m.id AS mid, m.to_target AS peer
+                 FROM messages m WHERE m.sender_id = ?1
+                 UNION ALL
+                 SELECT m.id, CASE WHEN m.group_id IS NOT NULL THEN m.to_target ELSE su.chat_address END
+                 FROM deliveries d
+                 JOIN messages m ON m.id = d.message_id
+                 JOIN users su ON su.id = m.sender_id
+                 WHERE d.user_id = ?1 AND d.event_id IS NULL
+             ),
+             unread AS (
+                 SELECT CASE WHEN m.group_id IS NOT NULL THEN m.to_target ELSE su.chat_address END AS peer,
+                        COUNT(*) AS n
+                 FROM deliveries d
+                 JOIN messages m ON m.id = d.message_id
+                 JOIN users su ON su.id = m.sender_id
+                 LEFT JOIN reads r ON r.message_id = m.id AND r.user_id = ?1
+                 WHERE d.user_id = ?1 AND d.event_id IS NULL AND r.message_id IS NULL
+                   AND m.deleted_at IS NULL
+                 GROUP BY 1
+             )
+             SELECT i.peer, MAX(i.mid), COALESCE(u.n, 0)
+             FROM involved i LEFT JOIN unread u ON u.peer = i.peer
+             GROUP BY i.peer
+             ORDER BY MAX(i.mid) DESC
+             LIMIT 200",
+        )
+        .map_err(sqlite_err("listing conversations"))?;
+    let rows: Vec<(String, i64, u32)> = st
+        .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(sqlite_err("listing conversations"))?;
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (peer, last_id, unread) in rows {
+        let last = message_by_rowid(conn, last_id)?;
+        let summary = match crate::api::address::group_target(&peer) {
+            Some(gid) => {
+                let Some(info) = groups::summary(conn, user_id, gid)? else {
+                    continue;
+                };
+                ConversationSummary {
+                    last_message: last,
+                    unread,
+                    ..info
+                }
+            }
+            None => {
+                let Some(user) = identity::user_by_address(conn, &peer)? else {
+                    continue;
+                };
+                ConversationSummary {
+                    with: peer.clone(),
+                    conversation_type: "direct".into(),
+                    display_name: user.display_name,
+                    kind: Some(user.kind),
+                    mode: None,
+                    can_post: true,
+                    last_message: last,
+                    unread,
+                }
+            }
+        };
+        seen.insert(peer);
+        out.push(summary);
+    }
+    // Groups the user belongs to where nothing was said yet.
+    for gid in groups::ids_of_member(conn, user_id)? {
+        if !seen.contains(&format!("group:{gid}"))
+            && let Some(info) = groups::summary(conn, user_id, &gid)?
+        {
+            out.push(info);
+        }
+    }
+    Ok(out)
 }

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::api::directory::DirectoryEntry;
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
-use crate::api::messages::Message;
+use crate::api::messages::{ConversationSummary, Message};
 use crate::relay::hub::Hub;
 
 mod files;
@@ -36,6 +36,7 @@ const MAX_BATCH: usize = 1024;
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/001_init.sql")),
     M::up(include_str!("migrations/002_files_groups_events.sql")),
+    M::up(include_str!("migrations/003_language_prefs.sql")),
 ];
 
 /// How hard a commit waits for the disk.
@@ -333,6 +334,34 @@ impl Store for SqliteStore {
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         let email = email.to_string();
         self.read(move |c| identity::user_by_email(c, &email)).await
+    }
+
+    async fn language(&self, user_id: i64) -> StoreResult<Option<String>> {
+        self.read(move |c| identity::language(c, user_id)).await
+    }
+
+    async fn set_language(&self, user_id: i64, language: Option<String>) -> StoreResult<()> {
+        self.write("saving language prefs", move |c, _| {
+            identity::set_language(c, user_id, language.as_deref())
+        })
+        .await
+    }
+
+    async fn set_profile(
+        &self,
+        user_id: i64,
+        display_name: Option<String>,
+        public_visible: Option<bool>,
+    ) -> StoreResult<()> {
+        self.write("updating a profile", move |c, _| {
+            identity::set_profile(c, user_id, display_name.as_deref(), public_visible)
+        })
+        .await
+    }
+
+    async fn conversations(&self, user_id: i64) -> StoreResult<Vec<ConversationSummary>> {
+        self.read(move |c| messages::conversations(c, user_id))
+            .await
     }
 
     async fn set_presence(

@@ -1,0 +1,89 @@
+//! Language preferences: the language a person wants incoming text and voice in.
+
+use axum::Json;
+use axum::extract::State;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::extract::{Auth, JsonBody};
+use crate::api::auth::{LanguagePrefs, LanguagePrefsResponse};
+use crate::api::{ErrorBody, ErrorCode};
+
+/// A loose BCP 47 check: 2-3 letters, then up to three 1-8 alphanumeric subtags.
+pub fn normalize_language(raw: &str) -> Result<Option<String>, String> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let mut parts = t.split('-');
+    let primary = parts.next().unwrap_or("");
+    let ok_primary =
+        (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_alphabetic());
+    let rest: Vec<&str> = parts.collect();
+    let ok_rest = rest.len() <= 3
+        && rest
+            .iter()
+            .all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    if ok_primary && ok_rest {
+        Ok(Some(t.to_string()))
+    } else {
+        Err(format!(
+            "{t:?} is not a language tag such as \"es\" or \"pt-BR\""
+        ))
+    }
+}
+
+/// The language incoming messages should be translated to.
+#[utoipa::path(get, path = "/api/v1/webchat/language-prefs", tag = "language",
+    security(("session" = [])),
+    responses((status = 200, body = LanguagePrefsResponse), (status = 401, body = ErrorBody)))]
+pub async fn get_prefs(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+) -> ApiResult<Json<LanguagePrefsResponse>> {
+    let receive_language = state.store.language(session.user.id).await?;
+    Ok(Json(LanguagePrefsResponse {
+        ok: true,
+        receive_language,
+    }))
+}
+
+/// Sets (or, with null or "", clears) the receive language.
+#[utoipa::path(put, path = "/api/v1/webchat/language-prefs", tag = "language",
+    security(("session" = [])),
+    request_body = LanguagePrefs,
+    responses(
+        (status = 200, body = LanguagePrefsResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+    ))]
+pub async fn put_prefs(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    JsonBody(req): JsonBody<LanguagePrefs>,
+) -> ApiResult<Json<LanguagePrefsResponse>> {
+    let lang = normalize_language(req.receive_language.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e))?;
+    state
+        .store
+        .set_language(session.user.id, lang.clone())
+        .await?;
+    Ok(Json(LanguagePrefsResponse {
+        ok: true,
+        receive_language: lang,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        assert_eq!(normalize_language("es").unwrap(), Some("es".into()));
+        assert_eq!(normalize_language(" pt-BR ").unwrap(), Some("pt-BR".into()));
+        assert_eq!(normalize_language("").unwrap(), None);
+        assert!(normalize_language("e").is_err());
+        assert!(normalize_language("english please").is_err());
+        assert!(normalize_language("<script>").is_err());
+    }
+}

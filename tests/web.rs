@@ -1,0 +1,176 @@
+//! The web app end to end: a real relay and daemon, driven from a real headless Chromium by
+//! tests/web/e2e.mjs (playwright-core). Screenshots land in test-artifacts/web/.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+fn persona_url(sb: &Sandbox, args: &[&str]) -> String {
+    let out = sb.cmd().args(args).arg("--json").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["gui_url"].as_str().expect("gui url").to_string()
+}
+
+#[test]
+fn web_app_in_headless_chromium() {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm ci --prefix tests/web` (tests/run.sh does it)"
+    );
+    assert!(
+        chromium().exists(),
+        "no Chromium at {}: install Debian's chromium package (apt-get install chromium) or set CHROMIUM",
+        chromium().display()
+    );
+
+    let sb = Sandbox::new();
+    let relay = Relay::start_with(&sb, &[("PCHAT_MAX_UPLOAD_MB", "1")]);
+    let r = relay.url.as_str();
+
+    // An AI session the person will talk to: a daemon whose hook echoes back.
+    let out = sb
+        .cmd()
+        .args([
+            "persona",
+            "ai-codex@example.com",
+            "--name",
+            "Codex Test Side",
+            "--chat-address",
+            "codex-test",
+            "--computer",
+            "codex",
+            "--session-name",
+            "live support",
+            "--relay",
+            r,
+            "--quiet-url",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hook = sb.path().join("echo.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncat >/dev/null\nprintf 'echo: %s\\n' \"$GTS_WEBCHAT_TEXT\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sb
+        .cmd()
+        .args([
+            "daemon",
+            "start",
+            "--task",
+            "web",
+            "--as",
+            "codex-test",
+            "--reply",
+            "--on-message",
+        ])
+        .arg(&hook)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // People who sign in through auto-login URLs.
+    let ben_url = persona_url(
+        &sb,
+        &[
+            "persona",
+            "ben@example.com",
+            "--name",
+            "Ben",
+            "--chat-address",
+            "ben",
+            "--kind",
+            "human",
+            "--relay",
+            r,
+        ],
+    );
+    let cara_url = persona_url(
+        &sb,
+        &[
+            "persona",
+            "cara@example.com",
+            "--name",
+            "Cara",
+            "--chat-address",
+            "cara",
+            "--kind",
+            "human",
+            "--relay",
+            r,
+        ],
+    );
+
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/web");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let out = Command::new("node")
+        .arg(web.join("e2e.mjs"))
+        .current_dir(&web)
+        .env("RELAY_URL", r)
+        .env("APP_URL", format!("{r}/app/webchat/chat.html"))
+        .env("BEN_URL", &ben_url)
+        .env("CARA_URL", &cara_url)
+        .env("ARTIFACTS", &artifacts)
+        .env("CHROMIUM", chromium())
+        .env("FIXTURES", sb.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = sb.cmd().args(["daemon", "stop", "--task", "web"]).output();
+    assert!(
+        out.status.success(),
+        "e2e failed:\n{stdout}\n{stderr}\nrelay log tail:\n{}",
+        {
+            let log = relay.log_text();
+            log.lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    );
+    eprintln!("{stdout}");
+    for shot in [
+        "login.png",
+        "directory.png",
+        "conversation.png",
+        "stream-observer.png",
+        "phone-list.png",
+        "phone-conversation.png",
+    ] {
+        assert!(artifacts.join(shot).is_file(), "screenshot {shot} missing");
+    }
+}
