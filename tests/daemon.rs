@@ -5,68 +5,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-
-fn gw(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.cmd()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run gts-webchat")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Writes an executable hook script into the sandbox.
-fn script(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
-    let p = sb.path().join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
-
-fn task_dir(sb: &Sandbox, task: &str) -> PathBuf {
-    sb.path().join("state/gts-webchat/tasks").join(task)
-}
-
-fn inbox_records(sb: &Sandbox, task: &str) -> Vec<Value> {
-    std::fs::read_to_string(task_dir(sb, task).join("inbox.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("inbox line is JSON"))
-        .collect()
-}
-
-fn lines_of(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn status(sb: &Sandbox, task: &str) -> Value {
-    let o = gw(sb, &["daemon", "status", "--task", task, "--json"]);
-    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
-}
 
 /// A relay plus two personas: the agent (driven by the daemon) and a human who writes to it.
 struct World {

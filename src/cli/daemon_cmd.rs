@@ -362,6 +362,18 @@ fn print_status(st: &Status) -> CliResult {
     if let Some(e) = &st.error {
         l.push(format!("  error:        {e}"));
     }
+    let past: Vec<_> = st.incidents.iter().filter(|i| i.until.is_some()).collect();
+    if !past.is_empty() {
+        l.push("  earlier problems:".into());
+        for i in past.iter().rev().take(5) {
+            l.push(format!(
+                "    {} to {}: {}",
+                i.since,
+                i.until.as_deref().unwrap_or(""),
+                i.what
+            ));
+        }
+    }
     l.push(format!(
         "  cursor:       {}",
         st.cursor.as_deref().unwrap_or("-")

@@ -22,6 +22,15 @@ pub enum Phase {
     Stopping,
 }
 
+/// A problem the daemon had (or has): relay unreachable, disk full, session expired…
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub what: String,
+    pub since: String,
+    /// When it cleared; `None` while it lasts.
+    pub until: Option<String>,
+}
+
 /// The hook run in progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunningHook {
@@ -47,6 +56,9 @@ pub struct Status {
     pub online: bool,
     /// The last problem reaching the relay or storing messages, if it persists.
     pub problem: Option<String>,
+    /// Recent problems, oldest first, with when they started and cleared.
+    #[serde(default)]
+    pub incidents: Vec<Incident>,
     /// Set when the daemon failed (phase "failed").
     pub error: Option<String>,
     pub cursor: Option<String>,

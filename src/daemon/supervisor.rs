@@ -19,7 +19,7 @@ use super::control::{self, Controller};
 use super::hooks::{self, GuardVerdict, HookContext, LoopGuard};
 use super::inbox::{self, Inbox, InboxRecord, Placed};
 use super::paths::{TaskName, TaskPaths};
-use super::protocol::{PROTOCOL_VERSION, Phase, RunningHook, SendBody, Status};
+use super::protocol::{Incident, PROTOCOL_VERSION, Phase, RunningHook, SendBody, Status};
 use super::settings::{BusyPolicy, Identity, TaskSettings};
 use super::state::{DaemonState, DeadLetter, HookResult};
 use crate::api::messages::{EventType, PollRequest, SendRequest};
@@ -89,7 +89,11 @@ struct Live {
     running_hook: Option<RunningHook>,
     inbox_records: u64,
     inbox_bytes: u64,
+    incidents: VecDeque<Incident>,
 }
+
+/// How many past problems status keeps.
+const INCIDENTS_KEPT: usize = 20;
 
 pub struct Shared {
     task: TaskName,
@@ -143,11 +147,29 @@ impl Shared {
 
     fn set_problem(&self, p: Option<String>) {
         let mut live = lock(&self.live);
-        if live.problem != p {
-            match &p {
-                Some(msg) => tracing::warn!("{msg}"),
-                None => tracing::info!("recovered: {}", live.problem.as_deref().unwrap_or("")),
+        if live.problem == p {
+            return;
+        }
+        let now = now_text();
+        // The previous problem (if any) has ended, whether by recovery or by a new one.
+        if let Some(open) = live.incidents.back_mut()
+            && open.until.is_none()
+        {
+            open.until = Some(now.clone());
+        }
+        match &p {
+            Some(msg) => {
+                tracing::warn!("{msg}");
+                live.incidents.push_back(Incident {
+                    what: msg.clone(),
+                    since: now,
+                    until: None,
+                });
+                while live.incidents.len() > INCIDENTS_KEPT {
+                    live.incidents.pop_front();
+                }
             }
+            None => tracing::info!("recovered: {}", live.problem.as_deref().unwrap_or("")),
         }
         live.problem = p;
     }
@@ -233,8 +255,14 @@ impl Controller for Shared {
                 .as_ref()
                 .map(|s| s.persona.chat_address.clone())
                 .unwrap_or_default(),
-            online: live.online,
+            // Presence accepted, and the relay reachable now (a late presence answer must
+            // not make a daemon that lost its relay look online).
+            online: live.online
+                && !live.problem.as_deref().is_some_and(|p| {
+                    p.starts_with("relay unreachable") || p.starts_with("session expired")
+                }),
             problem: live.problem.clone(),
+            incidents: live.incidents.iter().cloned().collect(),
             error: live.error.clone(),
             cursor: st.cursor.clone(),
             inbox_path: self.paths.inbox.display().to_string(),
@@ -395,7 +423,7 @@ async fn login_once(shared: &Shared) -> Result<(Session, String), LoginFail> {
 
 /// Logs in, retrying while the relay is unreachable. Err only for permanent failures.
 async fn login(shared: &Arc<Shared>) -> Result<Option<String>, String> {
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
         match login_once(shared).await {
             Ok((session, claim)) => {
@@ -472,7 +500,8 @@ async fn receive(shared: Arc<Shared>, mut inbox: Inbox) {
         working: false,
     });
 
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    // Capped at 10 s: one request per 10 s costs a relay nothing, and recovery stays prompt.
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     loop {
         if shared.shutdown.is_cancelled() {
             return;
@@ -534,14 +563,13 @@ async fn receive(shared: Arc<Shared>, mut inbox: Inbox) {
             }
         };
         backoff.reset();
-        {
-            let mut live = lock(&shared.live);
-            if live.problem.as_deref().is_some_and(|p| {
-                p.starts_with("relay unreachable") || p.starts_with("session expired")
-            }) {
-                tracing::info!("relay reachable again");
-                live.problem = None;
-            }
+        let relay_was_down = lock(&shared.live).problem.as_deref().is_some_and(|p| {
+            p.starts_with("relay unreachable") || p.starts_with("session expired")
+        });
+        if relay_was_down {
+            shared.set_problem(None);
+            // Say "online" again now, not at the next refresh.
+            shared.presence.send_modify(|_| {});
         }
         if resp.messages.is_empty() {
             continue;

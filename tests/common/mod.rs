@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -165,8 +165,13 @@ impl Relay {
 
     /// Starts again on the same data dir (a new ephemeral port).
     pub fn restart(&mut self) {
+        self.restart_same(&["--port", "0"]);
+    }
+
+    /// kill -9, then start again on the same data dir with these arguments.
+    pub fn restart_same(&mut self, args: &[&str]) {
         self.kill9();
-        self.spawn(&["--port", "0"]);
+        self.spawn(args);
     }
 
     pub fn pid(&self) -> u32 {
@@ -581,4 +586,64 @@ pub fn events_of(poll: &Value, kind: &str) -> Vec<Value> {
         .as_array()
         .map(|a| a.iter().filter(|m| m["type"] == kind).cloned().collect())
         .unwrap_or_default()
+}
+
+// ---- daemon and CLI helpers -------------------------------------------------------------
+
+/// Runs `gts-webchat ARGS` in the sandbox and waits for it.
+pub fn gw(sb: &Sandbox, args: &[&str]) -> Output {
+    sb.cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gts-webchat")
+}
+
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes an executable hook script into the sandbox.
+pub fn script(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
+    let p = sb.path().join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+pub fn task_dir(sb: &Sandbox, task: &str) -> PathBuf {
+    sb.path().join("state/gts-webchat/tasks").join(task)
+}
+
+pub fn inbox_records(sb: &Sandbox, task: &str) -> Vec<Value> {
+    std::fs::read_to_string(task_dir(sb, task).join("inbox.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("inbox line is JSON"))
+        .collect()
+}
+
+pub fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn status(sb: &Sandbox, task: &str) -> Value {
+    let o = gw(sb, &["daemon", "status", "--task", task, "--json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
 }

@@ -1,0 +1,818 @@
+//! Benchmarks of the real binary on loopback: wake latency, throughput, fan-out, idle
+//! connections, daemon footprint. Run by hand (never in `cargo test`):
+//!
+//!     cargo bench --bench relay -- [wake|throughput|fanout|connections|footprint|all]
+//!
+//! Each prints a table and writes JSON to target/bench-results/<name>.json.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gts_webchat::api::auth::{RequestCodeRequest, VerifyCodeRequest};
+use gts_webchat::api::messages::{PollRequest, SendRequest};
+use gts_webchat::api::{FREE_PHONE_ID, Kind, PCHAT_CHANNEL};
+use gts_webchat::client::RelayClient;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gts-webchat");
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- processes
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("gtswc-bench-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn cmd(&self) -> Command {
+        let p = self.path();
+        let run = p.join("run");
+        std::fs::create_dir_all(&run).ok();
+        let mut c = Command::new(BIN);
+        for k in ["HOST", "PORT", "RELAY_URL", "SMTP_HOST", "RUST_LOG"] {
+            c.env_remove(k);
+        }
+        c.env("HOME", p.join("home"))
+            .env("XDG_DATA_HOME", p.join("data"))
+            .env("XDG_CONFIG_HOME", p.join("config"))
+            .env("XDG_STATE_HOME", p.join("state"))
+            .env("XDG_RUNTIME_DIR", &run)
+            .current_dir(p);
+        c
+    }
+}
+
+struct Relay {
+    child: Child,
+    url: String,
+}
+
+impl Relay {
+    fn start(env: &Env, extra: &[(&str, &str)]) -> Relay {
+        let mut child = env
+            .cmd()
+            .args(["relay", "--port", "0", "--data-dir"])
+            .arg(env.path().join("relay"))
+            .env("PCHAT_CODE_RATE_PER_IP", "0")
+            .env("PCHAT_CODE_RATE_PER_EMAIL", "0")
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start relay");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let mut reader = std::io::BufReader::new(out);
+        let url = loop {
+            line.clear();
+            if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                panic!("relay exited before printing its address");
+            }
+            if let Some(u) = line.trim().strip_prefix("relay listening on ") {
+                break u.to_string();
+            }
+        };
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        Relay { child, url }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident set size (KiB) of a process.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU time (clock ticks) of a process.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn ticks_per_sec() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on.
+    100.0
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- relay helpers
+
+async fn login(relay: &str, email: &str, address: &str, kind: Kind) -> RelayClient {
+    let c = RelayClient::new(relay).expect("client");
+    let code = c
+        .request_code(&RequestCodeRequest {
+            email: email.into(),
+            display_name: None,
+            purpose: None,
+        })
+        .await
+        .expect("request code")
+        .dev_code
+        .expect("dev code");
+    let v = c
+        .verify_code(&VerifyCodeRequest {
+            email: email.into(),
+            code,
+            display_name: Some(address.into()),
+            chat_address: Some(address.into()),
+            public_visible: Some(true),
+            kind: Some(kind),
+        })
+        .await
+        .expect("verify");
+    c.with_token(v.session_token)
+}
+
+fn send_req(from: &str, to: &str, text: String) -> SendRequest {
+    SendRequest {
+        phone_id: Some(FREE_PHONE_ID.into()),
+        channel: Some(PCHAT_CHANNEL.into()),
+        source: Some(from.into()),
+        to: to.into(),
+        text: Some(text),
+        reply_to: None,
+        attachments: None,
+    }
+}
+
+fn poll_req(after: &str, wait: f64) -> PollRequest {
+    PollRequest {
+        phone_id: None,
+        chat_address: None,
+        limit: Some(500),
+        after: Some(after.into()),
+        wait: Some(wait),
+    }
+}
+
+// ---------------------------------------------------------------- statistics
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Stats {
+    n: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    mean_ms: f64,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |q: f64| {
+        if v.is_empty() {
+            0.0
+        } else {
+            ms(v[((v.len() as f64 - 1.0) * q).round() as usize])
+        }
+    };
+    Stats {
+        n: v.len(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        max_ms: v.last().copied().map(ms).unwrap_or(0.0),
+        mean_ms: if v.is_empty() {
+            0.0
+        } else {
+            v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64
+        },
+    }
+}
+
+fn row(label: &str, s: &Stats) {
+    println!(
+        "  {label:<44} {:>6} {:>10.3} {:>10.3} {:>10.3}",
+        s.n, s.p50_ms, s.p99_ms, s.max_ms
+    );
+}
+
+fn header(title: &str) {
+    println!("\n{title}");
+    println!(
+        "  {:<44} {:>6} {:>10} {:>10} {:>10}",
+        "", "n", "p50 ms", "p99 ms", "max ms"
+    );
+}
+
+fn write_json(name: &str, value: serde_json::Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
+    std::fs::create_dir_all(&dir).ok();
+    let path = dir.join(format!("{name}.json"));
+    let doc = json!({
+        "bench": name,
+        "when": gts_webchat::api::rfc3339_from_millis((now_ns() / 1_000_000) as i64),
+        "machine": machine(),
+        "results": value,
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default()).ok();
+    println!("  (JSON: {})", path.display());
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu, "memory": mem})
+}
+
+// ---------------------------------------------------------------- benches
+
+/// Hook mode: the daemon runs this binary as its hook; it records when it started.
+fn hook_mode(log: &str) {
+    let t = now_ns();
+    let id = std::env::var("GTS_WEBCHAT_MESSAGE_ID").unwrap_or_default();
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = writeln!(f, "{id} {t}");
+    }
+}
+
+fn hook_times(log: &Path) -> HashMap<String, u128> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (id, t) = l.split_once(' ')?;
+            Some((id.to_string(), t.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn bench_wake(n: usize) -> serde_json::Value {
+    let env = Env::new();
+    let relay = Relay::start(&env, &[]);
+    let sender = login(&relay.url, "s@example.com", "sender", Kind::Human).await;
+    let receiver = login(&relay.url, "r@example.com", "receiver", Kind::Agent).await;
+
+    // 1. A long-polling client.
+    let mut client_lat = Vec::with_capacity(n);
+    let mut cursor = "0".to_string();
+    for i in 0..n {
+        let rcv = receiver.clone();
+        let after = cursor.clone();
+        let poll = tokio::spawn(async move { rcv.poll(&poll_req(&after, 30.0)).await });
+        // Give the poll a moment to park at the relay (a bench, not a test).
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let t0 = Instant::now();
+        sender
+            .send(&send_req("sender", "receiver", format!("wake {i}")))
+            .await
+            .expect("send");
+        let got = poll.await.expect("join").expect("poll");
+        client_lat.push(t0.elapsed());
+        cursor = got.next_cursor;
+    }
+
+    // 2. The daemon's hook (this binary in hook mode).
+    let hook_log = env.path().join("hook.log");
+    let agent_dir = env.path().join("agent-persona");
+    std::fs::create_dir_all(&agent_dir).ok();
+    let out = env
+        .cmd()
+        .args([
+            "persona",
+            "agent@example.com",
+            "--name",
+            "Agent",
+            "--chat-address",
+            "agent-1",
+            "--relay",
+            &relay.url,
+            "--quiet-url",
+        ])
+        .output()
+        .expect("persona");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me = std::env::current_exe().expect("bench exe");
+    let out = env
+        .cmd()
+        .env("GTS_BENCH_HOOK_LOG", &hook_log)
+        .args([
+            "daemon",
+            "start",
+            "--task",
+            "bench",
+            "--as",
+            "agent-1",
+            "--on-message",
+        ])
+        .arg(&me)
+        .output()
+        .expect("daemon start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut hook_lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let sent_ns = now_ns();
+        let r = sender
+            .send(&send_req("sender", "agent-1", format!("hook {i}")))
+            .await
+            .expect("send");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(t) = hook_times(&hook_log).get(&r.message_id) {
+                hook_lat.push(Duration::from_nanos(t.saturating_sub(sent_ns) as u64));
+                break;
+            }
+            assert!(Instant::now() < deadline, "hook for message {i} never ran");
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+    let _ = env
+        .cmd()
+        .args(["daemon", "stop", "--task", "bench"])
+        .output();
+
+    // 3. The seed's way: a client that polls every 2 s, messages sent at random moments.
+    let base_n = 300;
+    let recv_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let rcv = receiver.clone();
+        let recv_at = recv_at.clone();
+        let stop = stop.clone();
+        let mut cursor = cursor.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = rcv.poll(&poll_req(&cursor, 0.0)).await {
+                    let now = Instant::now();
+                    for m in &r.messages {
+                        recv_at.lock().unwrap().insert(m.message_id.clone(), now);
+                    }
+                    cursor = r.next_cursor;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    let mut sent_at = HashMap::new();
+    for i in 0..base_n {
+        tokio::time::sleep(Duration::from_millis(rand::random_range(0..130))).await;
+        let t = Instant::now();
+        let r = sender
+            .send(&send_req("sender", "receiver", format!("base {i}")))
+            .await
+            .expect("send");
+        sent_at.insert(r.message_id, t);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recv_at.lock().unwrap().len() < base_n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    poller.abort();
+    let got = recv_at.lock().unwrap().clone();
+    let base_lat: Vec<Duration> = sent_at
+        .iter()
+        .filter_map(|(id, t)| got.get(id).map(|r| r.duration_since(*t)))
+        .collect();
+
+    header(&format!("wake latency ({n} messages, loopback)"));
+    let (c, h, b) = (stats(client_lat), stats(hook_lat), stats(base_lat));
+    row("send -> long-polling client has it", &c);
+    row("send -> daemon's hook has started", &h);
+    row("send -> client polling every 2 s (seed)", &b);
+    println!(
+        "  long-poll is {:.0}x faster than the 2 s poll at p50",
+        b.p50_ms / c.p50_ms.max(0.001)
+    );
+    json!({"long_poll_client": c, "daemon_hook": h, "poll_every_2s_baseline": b})
+}
+
+async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
+    let env = Env::new();
+    let relay = Relay::start(&env, &[]);
+    let mut pairs = Vec::new();
+    for i in 0..senders {
+        let s = login(
+            &relay.url,
+            &format!("s{i}@example.com"),
+            &format!("sender-{i:02}"),
+            Kind::Agent,
+        )
+        .await;
+        let r = login(
+            &relay.url,
+            &format!("r{i}@example.com"),
+            &format!("recv-{i:02}"),
+            Kind::Agent,
+        )
+        .await;
+        pairs.push((s, r, i));
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (s, _, i) in &pairs {
+        let s = s.clone();
+        let i = *i;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let from = format!("sender-{i:02}");
+            let to = format!("recv-{i:02}");
+            let mut k = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match s.send(&send_req(&from, &to, format!("m{k}"))).await {
+                    Ok(_) => lat.push(t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+                k += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("sender");
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let acked = all.len();
+    // Every acknowledged message is in a receiver's stream.
+    let mut stored = 0u64;
+    for (_, r, _) in &pairs {
+        stored += r
+            .me()
+            .await
+            .expect("me")
+            .stream_head
+            .parse::<u64>()
+            .unwrap_or(0);
+    }
+    let rate = acked as f64 / elapsed;
+    header(&format!(
+        "throughput ({senders} concurrent senders, {secs} s, fsync per commit)"
+    ));
+    let s = stats(all);
+    row("send latency", &s);
+    println!(
+        "  accepted: {acked} messages in {elapsed:.1} s = {rate:.0} messages/s; errors: {errors}"
+    );
+    println!(
+        "  stored (receivers' stream heads): {stored} {}",
+        if stored as usize == acked {
+            "= acknowledged"
+        } else {
+            "!= acknowledged"
+        }
+    );
+    json!({"senders": senders, "seconds": elapsed, "acknowledged": acked, "stored": stored, "messages_per_sec": rate, "errors": errors, "latency": s})
+}
+
+async fn bench_fanout(members: usize, posts: usize) -> serde_json::Value {
+    let env = Env::new();
+    let relay = Relay::start(&env, &[]);
+    let writer = login(&relay.url, "w@example.com", "writer", Kind::Agent).await;
+    let resp: serde_json::Value = writer
+        .execute(
+            "creating a group",
+            writer
+                .request(reqwest::Method::POST, "/api/v1/webchat/groups")
+                .json(&json!({"name": "Fanout", "visibility": "private", "mode": "stream"})),
+        )
+        .await
+        .expect("group");
+    let gid = resp["group_id"].as_str().expect("group id").to_string();
+    let mut clients = Vec::new();
+    for chunk in (0..members).collect::<Vec<_>>().chunks(50) {
+        let mut logins = Vec::new();
+        for &i in chunk {
+            let url = relay.url.clone();
+            logins.push(tokio::spawn(async move {
+                login(
+                    &url,
+                    &format!("m{i}@example.com"),
+                    &format!("member-{i:04}"),
+                    Kind::Human,
+                )
+                .await
+            }));
+        }
+        for l in logins {
+            clients.push(l.await.expect("login"));
+        }
+    }
+    for i in 0..members {
+        let _: serde_json::Value = writer
+            .execute(
+                "adding a member",
+                writer
+                    .request(
+                        reqwest::Method::POST,
+                        &format!("/api/v1/webchat/groups/{gid}/members"),
+                    )
+                    .json(&json!({"member_address": format!("member-{i:04}")})),
+            )
+            .await
+            .expect("add member");
+    }
+    // Every member long-polls; each records when each post arrived.
+    let arrivals: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    let mut pollers = Vec::new();
+    for c in clients {
+        let arrivals = arrivals.clone();
+        pollers.push(tokio::spawn(async move {
+            let mut cursor = "0".to_string();
+            loop {
+                match c.poll(&poll_req(&cursor, 60.0)).await {
+                    Ok(r) => {
+                        let now = Instant::now();
+                        let mut a = arrivals.lock().unwrap();
+                        for m in &r.messages {
+                            a.entry(m.message_id.clone()).or_default().push(now);
+                        }
+                        cursor = r.next_cursor;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // let 1,000 polls park
+    let mut last_member = Vec::new();
+    let mut first_member = Vec::new();
+    for p in 0..posts {
+        let t0 = Instant::now();
+        let r = writer
+            .send(&send_req(
+                "writer",
+                &format!("group:{gid}"),
+                format!("post {p}"),
+            ))
+            .await
+            .expect("post");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let done = arrivals
+                .lock()
+                .unwrap()
+                .get(&r.message_id)
+                .filter(|v| v.len() >= members)
+                .map(|v| (*v.iter().min().unwrap(), *v.iter().max().unwrap()));
+            if let Some((first, last)) = done {
+                first_member.push(first.duration_since(t0));
+                last_member.push(last.duration_since(t0));
+                break;
+            }
+            assert!(Instant::now() < deadline, "post {p} did not reach everyone");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await; // polls re-park
+    }
+    for p in pollers {
+        p.abort();
+    }
+    header(&format!(
+        "fan-out (one post to a {members}-member stream group, {posts} posts)"
+    ));
+    let (f, l) = (stats(first_member), stats(last_member));
+    row("post -> first member has it", &f);
+    row("post -> last member has it", &l);
+    json!({"members": members, "posts": posts, "first_member": f, "last_member": l})
+}
+
+async fn bench_connections(conns: usize) -> serde_json::Value {
+    // Room for the connections on both sides (the relay inherits the limit).
+    let _ = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        (conns as u64) * 2 + 1024,
+        (conns as u64) * 2 + 1024,
+    );
+    let env = Env::new();
+    let relay = Relay::start(&env, &[]);
+    let users = 100;
+    let mut clients = Vec::new();
+    for i in 0..users {
+        clients.push(
+            login(
+                &relay.url,
+                &format!("u{i}@example.com"),
+                &format!("idle-{i:03}"),
+                Kind::Human,
+            )
+            .await,
+        );
+    }
+    let rss_before = rss_kib(relay.pid());
+    let mut polls = Vec::with_capacity(conns);
+    for i in 0..conns {
+        // A client per connection: one TCP connection each, as separate devices would have.
+        let c = RelayClient::new(&relay.url)
+            .expect("client")
+            .with_token(clients[i % users].token().unwrap_or_default().to_string());
+        polls.push(tokio::spawn(
+            async move { c.poll(&poll_req("0", 90.0)).await },
+        ));
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open_fds(relay.pid()) < conns && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held = open_fds(relay.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (c0, t0) = (cpu_ticks(relay.pid()), Instant::now());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu_pct =
+        (cpu_ticks(relay.pid()) - c0) as f64 / ticks_per_sec() / t0.elapsed().as_secs_f64() * 100.0;
+    let rss = rss_kib(relay.pid());
+    for p in polls {
+        p.abort();
+    }
+    println!("\nidle long-poll connections ({conns} requested)");
+    println!("  open descriptors in the relay: {held}");
+    println!(
+        "  relay RSS: {:.1} MB before, {:.1} MB holding them",
+        rss_before as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+    println!("  relay CPU while idle: {cpu_pct:.2} % of one core (10 s)");
+    json!({"connections": conns, "descriptors": held, "rss_mb_before": rss_before as f64 / 1024.0, "rss_mb": rss as f64 / 1024.0, "idle_cpu_percent": cpu_pct})
+}
+
+async fn bench_footprint() -> serde_json::Value {
+    let env = Env::new();
+    let relay = Relay::start(&env, &[]);
+    let sender = login(&relay.url, "s@example.com", "sender", Kind::Human).await;
+    let out = env
+        .cmd()
+        .args([
+            "persona",
+            "agent@example.com",
+            "--name",
+            "Agent",
+            "--chat-address",
+            "agent-1",
+            "--relay",
+            &relay.url,
+            "--quiet-url",
+        ])
+        .output()
+        .expect("persona");
+    assert!(out.status.success());
+    let out = env
+        .cmd()
+        .args([
+            "daemon",
+            "start",
+            "--task",
+            "fp",
+            "--as",
+            "agent-1",
+            "--json",
+            "--on-message",
+            "/bin/true",
+        ])
+        .output()
+        .expect("daemon");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let pid = started["pid"].as_u64().expect("pid") as u32;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = rss_kib(pid);
+    // 100 messages/s for 10 s, each waking the hook.
+    let mut peak = idle;
+    let t0 = Instant::now();
+    for i in 0..1000u32 {
+        let due = t0 + Duration::from_millis(10 * i as u64);
+        tokio::time::sleep_until(due.into()).await;
+        sender
+            .send(&send_req("sender", "agent-1", format!("fp {i}")))
+            .await
+            .expect("send");
+        if i % 50 == 0 {
+            peak = peak.max(rss_kib(pid));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    peak = peak.max(rss_kib(pid));
+    let after = rss_kib(pid);
+    let _ = env.cmd().args(["daemon", "stop", "--task", "fp"]).output();
+    println!("\ndaemon footprint");
+    println!("  RSS idle: {:.1} MB", idle as f64 / 1024.0);
+    println!(
+        "  RSS peak under 100 messages/s (1,000 hook runs): {:.1} MB; after: {:.1} MB",
+        peak as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    json!({"rss_mb_idle": idle as f64 / 1024.0, "rss_mb_peak_100_per_sec": peak as f64 / 1024.0, "rss_mb_after": after as f64 / 1024.0})
+}
+
+fn main() {
+    if let Ok(log) = std::env::var("GTS_BENCH_HOOK_LOG") {
+        hook_mode(&log);
+        return;
+    }
+    gts_webchat::client::install_crypto();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let all = which.is_empty() || which.iter().any(|w| w == "all");
+    let wants = |name: &str| all || which.iter().any(|w| w == name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        if wants("wake") {
+            write_json("wake", bench_wake(1000).await);
+        }
+        if wants("throughput") {
+            write_json("throughput", bench_throughput(64, 10).await);
+        }
+        if wants("fanout") {
+            write_json("fanout", bench_fanout(1000, 20).await);
+        }
+        if wants("connections") {
+            write_json("connections", bench_connections(10_000).await);
+        }
+        if wants("footprint") {
+            write_json("footprint", bench_footprint().await);
+        }
+    });
+}
