@@ -1082,3 +1082,171 @@ async fn conversations_language_prefs_profile_and_cors() {
         assert_eq!(s, 200, "{asset}");
     }
 }
+
+/// Every endpoint that acts on something of someone else's, called with another user's valid
+/// token: refused with the right code, and nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_token_is_refused_everywhere() {
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    let api = relay.api();
+    let alice = api.login("alice@example.com", "alice", "human").await;
+    let bob = api.login("bob@example.com", "bob", "agent").await;
+    let _carol = api.login("carol@example.com", "carol", "human").await;
+    let mid = api.send(&alice, "alice", "carol", "alice to carol").await;
+    let private = make_group(&api, &alice, "Alice's", "private", "chat").await;
+    let stream = make_group(&api, &alice, "Alice's stream", "public", "stream").await;
+    for g in [&private, &stream] {
+        let (s, _) = api
+            .post(
+                &format!("/api/v1/webchat/groups/{g}/members"),
+                Some(&alice),
+                json!({"member_address": "carol"}),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let (s, _) = api
+        .post(
+            &format!("/api/v1/webchat/groups/{stream}/join"),
+            Some(&bob),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "bob observes the public stream group");
+
+    let cases: Vec<(reqwest::Method, String, Value, u16, &str)> = vec![
+        (
+            reqwest::Method::POST,
+            "/api/v1/messages".into(),
+            json!({"source": "alice", "to": "carol", "text": "spoof"}),
+            403,
+            "sender_mismatch",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webchat/poll".into(),
+            json!({"chat_address": "alice"}),
+            403,
+            "address_mismatch",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webchat/presence".into(),
+            json!({"chat_address": "alice", "visible": false}),
+            403,
+            "address_mismatch",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webchat/edit".into(),
+            json!({"message_id": mid, "text": "hijacked"}),
+            403,
+            "forbidden",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webchat/delete".into(),
+            json!({"message_id": mid}),
+            403,
+            "forbidden",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/webchat/read".into(),
+            json!({"message_id": mid}),
+            403,
+            "forbidden",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/webchat/history?with=group:{private}"),
+            Value::Null,
+            403,
+            "not_member",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/webchat/groups/{private}/members"),
+            Value::Null,
+            403,
+            "not_member",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/webchat/groups/{private}/members"),
+            json!({"member_address": "bob"}),
+            403,
+            "forbidden",
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/api/v1/webchat/groups/{private}/members/carol"),
+            Value::Null,
+            403,
+            "forbidden",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/webchat/groups/{private}/join-requests"),
+            Value::Null,
+            403,
+            "forbidden",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/webchat/groups/{private}/join-requests/carol/accept"),
+            json!({}),
+            403,
+            "forbidden",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/messages".into(),
+            json!({"to": format!("group:{private}"), "text": "let me in"}),
+            403,
+            "not_member",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/messages".into(),
+            json!({"to": format!("group:{stream}"), "text": "observer writes"}),
+            403,
+            "stream_read_only",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let bytes = (!body.is_null()).then(|| body.to_string().into_bytes());
+        let (s, v, _) = api
+            .raw(method.clone(), &path, Some(&bob), bytes, None)
+            .await;
+        assert_eq!(s, status, "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], json!(code), "{method} {path}: {v}");
+    }
+    // Nothing changed.
+    let (_, v) = api
+        .get("/api/v1/webchat/history?with=alice", Some(&_carol))
+        .await;
+    assert_eq!(texts(&v), vec!["alice to carol"]);
+    let (_, v) = api
+        .get(
+            &format!("/api/v1/webchat/groups/{private}/members"),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(v["members"].as_array().unwrap().len(), 2, "{v}");
+    let (_, v) = api
+        .get(
+            &format!("/api/v1/webchat/history?with=group:{stream}"),
+            Some(&alice),
+        )
+        .await;
+    assert!(
+        v["messages"].as_array().unwrap().is_empty(),
+        "the observer's post was not stored"
+    );
+    let log = relay.log_text();
+    for t in [&alice, &bob] {
+        assert!(!log.contains(t.trim_start_matches("pct_")));
+    }
+}

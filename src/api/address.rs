@@ -89,3 +89,34 @@ mod tests {
         assert_eq!(group_target("bob"), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn addresses_are_clean_when_accepted(raw in any::<String>()) {
+            if let Ok(a) = normalize_address(&raw) {
+                prop_assert!((ADDRESS_MIN..=ADDRESS_MAX).contains(&a.len()));
+                prop_assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)));
+            }
+        }
+
+        #[test]
+        fn emails_never_panic(raw in any::<String>()) {
+            if let Ok(e) = normalize_email(&raw) {
+                prop_assert!(e.contains('@') && !e.contains(char::is_whitespace));
+            }
+        }
+
+        #[test]
+        fn file_names_have_no_path(raw in any::<String>()) {
+            let n = crate::api::files::sanitize_file_name(&raw);
+            prop_assert!(!n.is_empty() && n.len() <= 200);
+            prop_assert!(!n.contains('/') && !n.contains('\\') && !n.starts_with('.'));
+            prop_assert!(!n.chars().any(char::is_control));
+        }
+    }
+}

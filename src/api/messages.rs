@@ -127,6 +127,7 @@ pub struct PollRequest {
     pub chat_address: Option<String>,
     /// 1–500, default 20.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Read after this cursor without consuming ("0" = from the start). Without it the
     /// session's own cursor is used and advanced (claim).
@@ -139,6 +140,7 @@ pub struct PollRequest {
     pub after: Option<String>,
     /// Seconds to hold the request open until something arrives (0–90, default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 90)]
     pub wait: Option<f64>,
 }
 

@@ -266,3 +266,96 @@ pub async fn request(
 pub fn answers(socket: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::protocol::Phase;
+    use proptest::prelude::*;
+
+    struct Stub;
+
+    #[async_trait]
+    impl Controller for Stub {
+        async fn status(&self) -> Status {
+            Status {
+                protocol: PROTOCOL_VERSION,
+                version: "test".into(),
+                task: "t".into(),
+                pid: 1,
+                phase: Phase::Running,
+                relay: String::new(),
+                chat_address: String::new(),
+                online: true,
+                problem: None,
+                incidents: Vec::new(),
+                error: None,
+                cursor: None,
+                inbox_path: String::new(),
+                inbox_records: 0,
+                inbox_bytes: 0,
+                queue_depth: 0,
+                running_hook: None,
+                last_hook: None,
+                dead_letters: Vec::new(),
+                hooks_paused: false,
+                hook: None,
+                on_busy: "queue".into(),
+                reply: false,
+                loop_guarded: Vec::new(),
+                started_at: String::new(),
+                uptime_secs: 0,
+                socket: String::new(),
+            }
+        }
+        fn stop(&self) {}
+        async fn send(&self, body: SendBody) -> Result<String, String> {
+            if body.to.is_empty() {
+                Err("no recipient".into())
+            } else {
+                Ok("msg_1".into())
+            }
+        }
+        fn set_paused(&self, _: bool) {}
+        fn retry_dead_letters(&self) -> usize {
+            0
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Any method, path and body bytes get a JSON reply that carries the protocol version.
+        #[test]
+        fn any_request_gets_a_versioned_json_reply(
+            method in prop::sample::select(vec!["GET", "POST", "PUT", "DELETE"]),
+            path in "/[a-z/]{0,16}",
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("t.sock");
+            let reply: serde_json::Value = rt.block_on(async {
+                let listener = bind(&socket).unwrap();
+                let stop = CancellationToken::new();
+                let server = tokio::spawn(serve(listener, Arc::new(Stub), stop.clone()));
+                let stream = UnixStream::connect(&socket).await.unwrap();
+                let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                tokio::spawn(conn);
+                let req = Request::builder()
+                    .method(method)
+                    .uri(path.as_str())
+                    .header(hyper::header::HOST, "x")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                let resp = tx.send_request(req).await.unwrap();
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                stop.cancel();
+                let _ = server.await;
+                serde_json::from_slice(&bytes).unwrap()
+            });
+            prop_assert_eq!(reply["protocol"].as_u64(), Some(PROTOCOL_VERSION as u64));
+            prop_assert!(reply["ok"].is_boolean());
+        }
+    }
+}

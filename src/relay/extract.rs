@@ -181,3 +181,36 @@ where
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, format!("bad path: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::auth::VerifyCodeRequest;
+    use crate::api::messages::{PollRequest, SendRequest};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever bytes arrive, decoding answers a 400 with a stable code, never panics.
+        #[test]
+        fn bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            for r in [
+                parse_json::<SendRequest>(&bytes).err(),
+                parse_json::<PollRequest>(&bytes).err(),
+                parse_json::<VerifyCodeRequest>(&bytes).err(),
+            ].into_iter().flatten() {
+                prop_assert_eq!(r.status, axum::http::StatusCode::BAD_REQUEST);
+                prop_assert!(matches!(r.code, ErrorCode::InvalidJson | ErrorCode::InvalidRequest));
+            }
+        }
+
+        /// JSON-shaped input with arbitrary field values: decoded or refused, never a panic.
+        #[test]
+        fn json_shapes_never_panic(to in any::<String>(), text in any::<String>(), after in any::<String>(),
+                                   wait in any::<f64>(), limit in any::<i64>()) {
+            let body = serde_json::json!({"to": to, "text": text, "after": after, "wait": wait, "limit": limit});
+            let bytes = body.to_string().into_bytes();
+            let _ = parse_json::<SendRequest>(&bytes);
+            let _ = parse_json::<PollRequest>(&bytes);
+        }
+    }
+}

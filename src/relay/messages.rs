@@ -532,6 +532,30 @@ pub async fn conversations(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text: never a panic; what is found names only ids that were in the text.
+        #[test]
+        fn attachment_blocks_never_panic(text in any::<String>()) {
+            if let Some((_, found)) = split_attachment_block(&text) {
+                prop_assert!(!found.is_empty());
+                for a in found {
+                    prop_assert!(text.contains(&a.file_id));
+                }
+            }
+        }
+
+        /// A pasted upload answer is always found, whatever the caption around it.
+        #[test]
+        fn pasted_blocks_are_found(id in "file_[0-9a-f]{32}", caption in r"[^\n{\[]{0,40}") {
+            let block = serde_json::json!({"ok": true, "file_id": id, "attachment": {"file_id": id, "kind": "image"}});
+            let text = format!("{caption}\n{block}");
+            let (cap, found) = split_attachment_block(&text).expect("found");
+            prop_assert_eq!(&found[0].file_id, &id);
+            prop_assert_eq!(cap, caption.trim());
+        }
+    }
 
     #[test]
     fn attachment_blocks_in_text() {
