@@ -195,6 +195,12 @@ async fn long_poll_wakes_shares_cursors_and_is_released_at_shutdown() {
     assert_eq!(texts(&r1), vec!["wake up"]);
     assert_eq!(r1["messages"], r2["messages"]);
     assert_eq!(r1["next_cursor"], r2["next_cursor"]);
+    // A woken poll answers from the wakeup itself; it must say exactly what the store says.
+    let reread = api.poll(&bob, json!({"after":"0"})).await;
+    assert_eq!(
+        r1["messages"], reread["messages"],
+        "woken answer differs from a re-read"
+    );
 
     // A poll that subscribes after a message was sent still sees it at once.
     let cursor = r1["next_cursor"].as_str().unwrap().to_string();

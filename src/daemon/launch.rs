@@ -188,7 +188,10 @@ fn init_logging(
         .max_log_files(7)
         .build(&paths.logs)
         .ok()?;
-    let (writer, guard) = tracing_appender::non_blocking(appender);
+    // The default buffer preallocates 128,000 lines (4 MB); a daemon logs a few per message.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(1024)
+        .finish(appender);
     let filter = tracing_subscriber::EnvFilter::try_from_env("GTS_WEBCHAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let file_layer = tracing_subscriber::fmt::layer()
@@ -222,8 +225,8 @@ fn daemon_main(
     let _ = lock.sync_data();
     let _guard = init_logging(&paths, foreground);
     crate::client::install_crypto();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the daemon mostly waits (on the relay, a hook, a timer).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

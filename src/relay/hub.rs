@@ -3,14 +3,28 @@
 //! A `watch` channel per identity that has a waiting poller. Pollers subscribe *before* they
 //! read the database and then wait for a change, so a write that commits between the read and
 //! the wait still wakes them (a bare `Notify` would lose it). The database stays the truth;
-//! the hub only rings the doorbell.
+//! the hub rings the doorbell, and for a new message it also hands over the message itself,
+//! so a poller that was exactly caught up can answer without reading it back (a post to a
+//! thousand-member group would otherwise mean a thousand identical reads).
+
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::sync::watch;
 
+use crate::api::messages::Message;
+
+/// The newest position in an identity's stream, and the event there when the writer had it
+/// at hand (its `cursor` is left empty: the receiver fills in `seq`).
+#[derive(Debug, Clone, Default)]
+pub struct Bell {
+    pub seq: u64,
+    pub event: Option<Arc<Message>>,
+}
+
 #[derive(Default)]
 pub struct Hub {
-    bells: DashMap<i64, watch::Sender<u64>>,
+    bells: DashMap<i64, watch::Sender<Bell>>,
 }
 
 impl Hub {
@@ -19,17 +33,17 @@ impl Hub {
     }
 
     /// A receiver whose current value is marked seen: `changed()` fires on the next notify.
-    pub fn subscribe(&self, user_id: i64) -> watch::Receiver<u64> {
+    pub fn subscribe(&self, user_id: i64) -> watch::Receiver<Bell> {
         self.bells
             .entry(user_id)
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Bell::default()).0)
             .subscribe()
     }
 
     /// Rings `user_id`'s bell after a commit that appended `seq` to their stream.
-    pub fn notify(&self, user_id: i64, seq: u64) {
+    pub fn notify(&self, user_id: i64, seq: u64, event: Option<Arc<Message>>) {
         if let Some(bell) = self.bells.get(&user_id) {
-            bell.send_replace(seq);
+            bell.send_replace(Bell { seq, event });
         }
         // Drop bells nobody listens to any more, so idle identities cost nothing.
         self.bells
@@ -55,12 +69,12 @@ mod tests {
     async fn notify_between_subscribe_and_wait_is_not_lost() {
         let hub = Hub::new();
         let mut rx = hub.subscribe(7);
-        hub.notify(7, 1);
+        hub.notify(7, 1, None);
         tokio::time::timeout(std::time::Duration::from_secs(1), rx.changed())
             .await
             .expect("wakeup lost")
             .expect("bell dropped");
-        assert_eq!(*rx.borrow(), 1);
+        assert_eq!(rx.borrow().seq, 1);
     }
 
     #[test]
@@ -69,7 +83,7 @@ mod tests {
         let rx = hub.subscribe(1);
         assert_eq!(hub.listening(), 1);
         drop(rx);
-        hub.notify(1, 5);
+        hub.notify(1, 5, None);
         assert_eq!(hub.listening(), 0);
     }
 }

@@ -15,7 +15,6 @@ pub mod presence;
 pub mod store;
 pub mod web;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -387,12 +386,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayEr
             }
         })
     };
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await;
+    let served = accept_loop(listener, app, shutdown).await;
     sweeper.abort();
     state.store.close().await;
     served.map_err(|source| RelayError::Io {
@@ -400,6 +394,61 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayEr
         path: PathBuf::from("http"),
         source,
     })
+}
+
+/// Serves HTTP/1.1 connections until `shutdown`, then lets open requests finish (long-polls
+/// are released by the same token). Written out (rather than `axum::serve`) to set hyper's
+/// connection options: thousands of idle long-polls each hold hyper's buffers.
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(8192)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, say: wait a moment rather than spin or stop serving.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Small request/response exchanges: never wait on Nagle.
+        let _ = stream.set_nodelay(true);
+        let svc = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        );
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(svc),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    // Waiting polls were released by the shutdown token; give other requests a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
 }
 
 /// `gts-webchat relay`: bind, print the addresses, serve until SIGINT/SIGTERM.

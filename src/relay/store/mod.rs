@@ -195,6 +195,23 @@ pub enum StoreError {
     InvalidAttachment(String),
 }
 
+impl StoreError {
+    /// A refusal of the request (checked before anything is written), as opposed to a failure
+    /// of the storage.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::UnknownRecipient(_)
+                | StoreError::NotFound(_)
+                | StoreError::Forbidden(_)
+                | StoreError::NotMember(_)
+                | StoreError::StreamReadOnly
+                | StoreError::Conflict(_)
+                | StoreError::InvalidAttachment(_)
+        )
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Everything the relay keeps.

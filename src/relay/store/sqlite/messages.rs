@@ -1,33 +1,37 @@
 //! Messages and each receiver's stream: send (with group fan-out), poll, edits, deletions,
 //! read receipts, claim cursors and conversation history.
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{files, groups, identity, sqlite_err};
+use super::{Wakes, files, groups, identity, sqlite_err};
 use crate::api::files::file_url;
 use crate::api::messages::{Attachment, ConversationSummary, EventType, Message};
 use crate::api::{Kind, rfc3339_from_millis};
 use crate::relay::store::{Conversation, NewMessage, SentMessage, StoreError, StoreResult, Target};
 
-/// Appends one event to a receiver's stream and records the wakeup.
+/// Appends one event to a receiver's stream and records the wakeup (with the event itself when
+/// the caller has it, so a caught-up poller need not read it back).
 fn deliver(
     conn: &Connection,
     user_id: i64,
     message_rowid: i64,
     event_id: Option<i64>,
-    wakes: &mut Vec<(i64, u64)>,
+    event: Option<&Arc<Message>>,
+    wakes: &mut Wakes,
 ) -> StoreResult<u64> {
-    let seq: i64 = conn
-        .prepare_cached("UPDATE users SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq")
-        .and_then(|mut st| st.query_row([user_id], |r| r.get(0)))
-        .map_err(sqlite_err("advancing a stream"))?;
+    let seq = match wakes.seqs.get(&user_id) {
+        Some(s) => s + 1,
+        None => stream_head(conn, user_id)? + 1,
+    };
     conn.prepare_cached(
         "INSERT INTO deliveries (user_id, seq, message_id, event_id) VALUES (?1, ?2, ?3, ?4)",
     )
-    .and_then(|mut st| st.execute(params![user_id, seq, message_rowid, event_id]))
+    .and_then(|mut st| st.execute(params![user_id, seq as i64, message_rowid, event_id]))
     .map_err(sqlite_err("recording a delivery"))?;
-    let seq = seq as u64;
-    wakes.push((user_id, seq));
+    wakes.seqs.insert(user_id, seq);
+    wakes.list.push((user_id, seq, event.cloned()));
     Ok(seq)
 }
 
@@ -63,7 +67,7 @@ fn resolve_attachments(conn: &Connection, wanted: &[Attachment]) -> StoreResult<
 pub(super) fn send(
     conn: &Connection,
     msg: &NewMessage,
-    wakes: &mut Vec<(i64, u64)>,
+    wakes: &mut Wakes,
 ) -> StoreResult<SentMessage> {
     let (to_target, group_id, recipients) = match &msg.target {
         Target::Address(address) => {
@@ -124,8 +128,30 @@ pub(super) fn send(
     })
     .map_err(sqlite_err("storing a message"))?;
     let rowid = conn.last_insert_rowid();
+    // The message as every receiver will see it, for the wakeup.
+    let (from, from_name, from_kind): (String, String, String) = conn
+        .prepare_cached("SELECT chat_address, display_name, kind FROM users WHERE id = ?1")
+        .and_then(|mut st| st.query_row([msg.sender_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .map_err(sqlite_err("reading the sender"))?;
+    let event = Arc::new(Message {
+        cursor: String::new(),
+        event_type: EventType::Message,
+        message_id: msg.public_id.clone(),
+        from,
+        from_name,
+        from_kind: Kind::parse(&from_kind).unwrap_or_default(),
+        to: to_target.clone(),
+        text: msg.text.clone(),
+        created_at: rfc3339_from_millis(msg.created_at),
+        reply_to: msg.reply_to.clone(),
+        group_id: group_id.clone(),
+        attachments: attachments.clone(),
+        edited_at: None,
+        deleted: false,
+        read: false,
+    });
     for user_id in &recipients {
-        deliver(conn, *user_id, rowid, None, wakes)?;
+        deliver(conn, *user_id, rowid, None, Some(&event), wakes)?;
     }
     Ok(SentMessage {
         public_id: msg.public_id.clone(),
@@ -236,9 +262,9 @@ pub(super) fn poll(
 }
 
 pub(super) fn stream_head(conn: &Connection, user_id: i64) -> StoreResult<u64> {
-    conn.prepare_cached("SELECT last_seq FROM users WHERE id = ?1")
-        .and_then(|mut st| st.query_row([user_id], |r| r.get::<_, i64>(0)).optional())
-        .map(|v| v.unwrap_or(0) as u64)
+    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM deliveries WHERE user_id = ?1")
+        .and_then(|mut st| st.query_row([user_id], |r| r.get::<_, i64>(0)))
+        .map(|v| v as u64)
         .map_err(sqlite_err("reading a stream head"))
 }
 
@@ -335,7 +361,7 @@ pub(super) fn edit(
     public_id: &str,
     text: &str,
     now: i64,
-    wakes: &mut Vec<(i64, u64)>,
+    wakes: &mut Wakes,
 ) -> StoreResult<()> {
     let m = stored(conn, public_id)?;
     if m.sender_id != actor {
@@ -355,7 +381,7 @@ pub(super) fn edit(
     .map_err(sqlite_err("editing a message"))?;
     let event = add_event(conn, "edit", m.rowid, actor, Some(text), now)?;
     for user in receivers(conn, m.rowid)? {
-        deliver(conn, user, m.rowid, Some(event), wakes)?;
+        deliver(conn, user, m.rowid, Some(event), None, wakes)?;
     }
     Ok(())
 }
@@ -365,7 +391,7 @@ pub(super) fn delete(
     actor: i64,
     public_id: &str,
     now: i64,
-    wakes: &mut Vec<(i64, u64)>,
+    wakes: &mut Wakes,
 ) -> StoreResult<()> {
     let m = stored(conn, public_id)?;
     let group_admin = match &m.group_id {
@@ -395,7 +421,7 @@ pub(super) fn delete(
         told.push(m.sender_id);
     }
     for user in told {
-        deliver(conn, user, m.rowid, Some(event), wakes)?;
+        deliver(conn, user, m.rowid, Some(event), None, wakes)?;
     }
     Ok(())
 }
@@ -405,7 +431,7 @@ pub(super) fn mark_read(
     reader: i64,
     public_id: &str,
     now: i64,
-    wakes: &mut Vec<(i64, u64)>,
+    wakes: &mut Wakes,
 ) -> StoreResult<()> {
     let m = stored(conn, public_id)?;
     if m.sender_id == reader {
@@ -424,7 +450,7 @@ pub(super) fn mark_read(
         .map_err(sqlite_err("recording a read"))?;
     if fresh == 1 && !m.deleted {
         let event = add_event(conn, "read", m.rowid, reader, None, now)?;
-        deliver(conn, m.sender_id, m.rowid, Some(event), wakes)?;
+        deliver(conn, m.sender_id, m.rowid, Some(event), None, wakes)?;
     }
     Ok(())
 }

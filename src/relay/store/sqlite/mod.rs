@@ -5,6 +5,7 @@
 //! (one fsync for the whole batch) and only then answers each job and wakes pollers. So a 2xx
 //! answer always means "committed", and many concurrent senders share one fsync.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -37,6 +38,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/001_init.sql")),
     M::up(include_str!("migrations/002_files_groups_events.sql")),
     M::up(include_str!("migrations/003_language_prefs.sql")),
+    M::up(include_str!("migrations/004_stream_positions.sql")),
 ];
 
 /// How hard a commit waits for the disk.
@@ -55,10 +57,29 @@ pub struct SqliteOptions {
     pub readers: u32,
 }
 
+/// What write jobs share besides the connection: wakeups to ring after the commit, and each
+/// identity's stream position. The writer is the only one that hands out positions, so it
+/// keeps them in memory (read once from `MAX(seq)`), saving a row update per delivery.
+pub(super) struct Wakes {
+    pub list: Vec<(i64, u64, Option<Arc<Message>>)>,
+    pub seqs: HashMap<i64, u64>,
+}
+
+/// How a job ended, for the batch it is in.
+enum JobEnd {
+    Done,
+    /// Refused before writing anything (a domain error): the batch goes on.
+    Refused,
+    /// The database failed mid-job: the whole batch is rolled back.
+    Fatal(String),
+}
+
 /// A pending write, type-erased so one queue carries them all.
+///
+/// Jobs check everything that can refuse a request before their first write, so a refusal
+/// leaves nothing to undo and no savepoint is needed; any database error fails the batch.
 trait WriteJob: Send {
-    /// Runs the job's statements; false when it failed (the writer rolls back its savepoint).
-    fn run(&mut self, conn: &Connection, wakes: &mut Vec<(i64, u64)>) -> bool;
+    fn run(&mut self, conn: &Connection, wakes: &mut Wakes) -> JobEnd;
     /// Answers the caller once the batch's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), String>);
 }
@@ -75,16 +96,20 @@ struct TypedJob<R, F> {
 impl<R, F> WriteJob for TypedJob<R, F>
 where
     R: Send + 'static,
-    F: FnOnce(&Connection, &mut Vec<(i64, u64)>) -> StoreResult<R> + Send + 'static,
+    F: FnOnce(&Connection, &mut Wakes) -> StoreResult<R> + Send + 'static,
 {
-    fn run(&mut self, conn: &Connection, wakes: &mut Vec<(i64, u64)>) -> bool {
+    fn run(&mut self, conn: &Connection, wakes: &mut Wakes) -> JobEnd {
         let Some(work) = self.work.take() else {
-            return false;
+            return JobEnd::Refused;
         };
         let result = work(conn, wakes);
-        let ok = result.is_ok();
+        let end = match &result {
+            Ok(_) => JobEnd::Done,
+            Err(e) if e.is_refusal() => JobEnd::Refused,
+            Err(e) => JobEnd::Fatal(e.to_string()),
+        };
         self.outcome = Some(result);
-        ok
+        end
     }
 
     fn finish(self: Box<Self>, committed: Result<(), String>) {
@@ -105,6 +130,7 @@ where
 pub struct SqliteStore {
     writer: std::sync::Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    checkpointer: std::sync::Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
 }
@@ -154,6 +180,31 @@ impl SqliteStore {
             .max_size(opts.readers.max(1))
             .build(manager)?;
 
+        // The writer never checkpoints inline; a thread of its own does.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -65536;")
+            .map_err(|source| StoreError::Open {
+                path: path_text.clone(),
+                source,
+            })?;
+        let checkpointer = Connection::open(&opts.path).map_err(|source| StoreError::Open {
+            path: path_text.clone(),
+            source,
+        })?;
+        checkpointer
+            .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA journal_size_limit = 67108864;")
+            .map_err(|source| StoreError::Open {
+                path: path_text.clone(),
+                source,
+            })?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checkpoint_thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn(move || checkpoint_loop(checkpointer, stop))
+                .map_err(|e| StoreError::Join(format!("starting the checkpoint thread: {e}")))?
+        };
+
         let (tx, rx) = mpsc::channel::<Box<dyn WriteJob>>();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -163,6 +214,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: std::sync::Mutex::new(Some(tx)),
             writer_thread: std::sync::Mutex::new(Some(thread)),
+            checkpointer: std::sync::Mutex::new(Some((stop, checkpoint_thread))),
             readers,
             path: opts.path,
         })
@@ -176,7 +228,7 @@ impl SqliteStore {
     async fn write<R, F>(&self, action: &'static str, work: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection, &mut Vec<(i64, u64)>) -> StoreResult<R> + Send + 'static,
+        F: FnOnce(&Connection, &mut Wakes) -> StoreResult<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(TypedJob {
@@ -210,6 +262,10 @@ impl SqliteStore {
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc<Hub>) {
+    let mut wakes = Wakes {
+        list: Vec::new(),
+        seqs: HashMap::new(),
+    };
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -218,14 +274,19 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc
                 Err(_) => break,
             }
         }
-        let mut wakes: Vec<(i64, u64)> = Vec::new();
+        wakes.list.clear();
         let committed = run_batch(&conn, &mut batch, &mut wakes);
-        if committed.is_ok() {
-            for (user, seq) in &wakes {
-                hub.notify(*user, *seq);
+        match &committed {
+            Ok(()) => {
+                for (user, seq, event) in wakes.list.drain(..) {
+                    hub.notify(user, seq, event);
+                }
             }
-        } else {
-            tracing::error!(error = ?committed, jobs = batch.len(), "write batch failed");
+            Err(e) => {
+                // Rolled back: positions handed out in this batch were not kept.
+                wakes.seqs.clear();
+                tracing::error!(error = %e, jobs = batch.len(), "write batch failed");
+            }
         }
         for job in batch {
             job.finish(committed.clone());
@@ -233,36 +294,39 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc
     }
 }
 
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn run_batch(
     conn: &Connection,
     batch: &mut [Box<dyn WriteJob>],
-    wakes: &mut Vec<(i64, u64)>,
+    wakes: &mut Wakes,
 ) -> Result<(), String> {
-    conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| format!("begin: {e}"))?;
+    exec(conn, "BEGIN IMMEDIATE").map_err(|e| format!("begin: {e}"))?;
     for job in batch.iter_mut() {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(format!("savepoint: {e}"));
-        }
-        let mut job_wakes = Vec::new();
-        let ok = job.run(conn, &mut job_wakes);
-        let end = if ok {
-            wakes.extend(job_wakes);
-            conn.execute_batch("RELEASE job")
-        } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
-        };
-        if let Err(e) = end {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(format!("ending savepoint: {e}"));
+        if let JobEnd::Fatal(e) = job.run(conn, wakes) {
+            let _ = exec(conn, "ROLLBACK");
+            return Err(e);
         }
     }
-    if let Err(e) = conn.execute_batch("COMMIT") {
-        let _ = conn.execute_batch("ROLLBACK");
+    if let Err(e) = exec(conn, "COMMIT") {
+        let _ = exec(conn, "ROLLBACK");
         return Err(format!("commit: {e}"));
     }
     Ok(())
+}
+
+/// Copies the WAL into the database in the background, so the writer never stops to do it.
+/// Passive checkpoints never block readers or the writer.
+fn checkpoint_loop(conn: Connection, stop: Arc<std::sync::atomic::AtomicBool>) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+            tracing::warn!("checkpoint: {e}");
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
 pub(super) fn random_hex(bytes: usize) -> String {
@@ -270,8 +334,6 @@ pub(super) fn random_hex(bytes: usize) -> String {
     rand::fill(&mut buf[..]);
     hex::encode(buf)
 }
-
-type Wakes = Vec<(i64, u64)>;
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -570,6 +632,11 @@ impl Store for SqliteStore {
         }
         let handle = self.writer_thread.lock().ok().and_then(|mut g| g.take());
         if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut g| g.take());
+        if let Some((stop, handle)) = checkpointer {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
     }
