@@ -593,6 +593,7 @@ async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
+    let cpu0 = cpu_ticks(relay.pid());
     let mut tasks = Vec::new();
     for (s, _, i) in &pairs {
         tasks.push(tokio::spawn(lean_sender(
@@ -611,6 +612,7 @@ async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
         errors += e;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let relay_cpu_s = (cpu_ticks(relay.pid()) - cpu0) as f64 / ticks_per_sec();
     let acked = all.len();
     // Every acknowledged message is in a receiver's stream.
     let mut stored = 0u64;
@@ -632,6 +634,8 @@ async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
     println!(
         "  accepted: {acked} messages in {elapsed:.1} s = {rate:.0} messages/s; errors: {errors}"
     );
+    let cpu_us = relay_cpu_s * 1e6 / acked.max(1) as f64;
+    println!("  relay CPU: {relay_cpu_s:.1} s = {cpu_us:.0} µs per message");
     println!(
         "  stored (receivers' stream heads): {stored} {}",
         if stored as usize == acked {
@@ -640,7 +644,7 @@ async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
             "!= acknowledged"
         }
     );
-    json!({"senders": senders, "seconds": elapsed, "acknowledged": acked, "stored": stored, "messages_per_sec": rate, "errors": errors, "latency": s})
+    json!({"senders": senders, "seconds": elapsed, "acknowledged": acked, "stored": stored, "messages_per_sec": rate, "errors": errors, "relay_cpu_seconds": relay_cpu_s, "relay_cpu_us_per_message": cpu_us, "latency": s})
 }
 
 async fn bench_fanout(members: usize, posts: usize) -> serde_json::Value {

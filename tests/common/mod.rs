@@ -36,6 +36,22 @@ pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Sandbox {
+    /// A test that fails before `daemon stop` must not leave its daemons running: kill every
+    /// daemon whose lock file lives in this sandbox.
+    fn drop(&mut self) {
+        let tasks = self.path().join("state/gts-webchat/tasks");
+        for task in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            if let Ok(pid) = std::fs::read_to_string(task.path().join("daemon.lock")) {
+                let pid = pid.trim();
+                if !pid.is_empty() && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    signal(pid.parse().unwrap_or(0), "KILL");
+                }
+            }
+        }
+    }
+}
+
 impl Sandbox {
     pub fn new() -> Sandbox {
         Sandbox {
