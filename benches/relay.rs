@@ -49,7 +49,8 @@ impl Env {
         let p = self.path();
         let run = p.join("run");
         std::fs::create_dir_all(&run).ok();
-        let mut c = Command::new(BIN);
+        // GTSW_BENCH_BIN runs another build through the same harness, for A/B runs.
+        let mut c = Command::new(std::env::var_os("GTSW_BENCH_BIN").unwrap_or_else(|| BIN.into()));
         for k in ["HOST", "PORT", "RELAY_URL", "SMTP_HOST", "RUST_LOG"] {
             c.env_remove(k);
         }
