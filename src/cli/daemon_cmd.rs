@@ -266,7 +266,9 @@ fn start(args: &StartArgs) -> CliResult {
     if control::answers(&paths.socket) && !launch::lock_is_free(&paths) {
         return Err(LaunchError::AlreadyRunning {
             task: task.to_string(),
-            pid: String::new(),
+            pid: launch::recorded_pid(&paths)
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default(),
         }
         .into());
     }

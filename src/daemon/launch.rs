@@ -138,36 +138,83 @@ fn open_lock_file(paths: &TaskPaths) -> Result<File, LaunchError> {
         .map_err(|e| FsError::new("opening", &paths.lock, e).into())
 }
 
-/// Takes the task lock, or says who holds it.
-fn lock_task(paths: &TaskPaths) -> Result<File, LaunchError> {
-    let file = open_lock_file(paths)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => {
-            let pid = std::fs::read_to_string(&paths.lock)
-                .ok()
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .map(|p| format!(" (pid {p})"))
-                .unwrap_or_default();
-            Err(LaunchError::AlreadyRunning {
-                task: paths.task.to_string(),
-                pid,
-            })
-        }
-        Err(TryLockError::Error(e)) => Err(FsError::new("locking", &paths.lock, e).into()),
+/// How long a lock may outlive the daemon that recorded itself in it. A daemon killed while
+/// it spawns a hook leaves a child between fork and exec that still shares the lock (and the
+/// control socket) until its exec closes them; that takes milliseconds, not seconds.
+const ORPHANED_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// The pid the daemon wrote into its lock file, if any.
+pub fn recorded_pid(paths: &TaskPaths) -> Option<i32> {
+    std::fs::read_to_string(&paths.lock)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// Whether the process `pid` still runs. A zombie does not: it has let go of its files, and a
+/// daemon orphaned under a container's init may stay a zombie for long.
+fn pid_alive(pid: i32) -> bool {
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        return !matches!(state, Some('Z' | 'X'));
+    }
+    if Path::new("/proc/self/stat").exists() {
+        return false;
+    }
+    // No procfs (macOS): signal 0 checks existence; EPERM means it exists under another user.
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(e) => e == nix::errno::Errno::EPERM,
     }
 }
 
-/// Whether no process holds the task lock (the daemon is gone).
+/// Tries to lock `file`, waiting out a holder that is only the remnant of a dead daemon.
+/// Returns whether the lock is now ours.
+fn try_lock_past_orphans(file: &File, paths: &TaskPaths) -> Result<bool, LaunchError> {
+    let deadline = Instant::now() + ORPHANED_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(TryLockError::WouldBlock) => {
+                let daemon_gone = recorded_pid(paths).is_some_and(|pid| !pid_alive(pid));
+                if !daemon_gone || Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(FsError::new("locking", &paths.lock, e).into());
+            }
+        }
+    }
+}
+
+/// Takes the task lock, or says who holds it.
+fn lock_task(paths: &TaskPaths) -> Result<File, LaunchError> {
+    let file = open_lock_file(paths)?;
+    if try_lock_past_orphans(&file, paths)? {
+        return Ok(file);
+    }
+    let pid = recorded_pid(paths)
+        .map(|p| format!(" (pid {p})"))
+        .unwrap_or_default();
+    Err(LaunchError::AlreadyRunning {
+        task: paths.task.to_string(),
+        pid,
+    })
+}
+
+/// Whether no daemon holds the task lock (the daemon is gone).
 pub fn lock_is_free(paths: &TaskPaths) -> bool {
     match File::open(&paths.lock) {
-        Ok(f) => match f.try_lock() {
-            Ok(()) => {
+        Ok(f) => match try_lock_past_orphans(&f, paths) {
+            Ok(true) => {
                 let _ = f.unlock();
                 true
             }
-            Err(_) => false,
+            _ => false,
         },
         Err(_) => true,
     }
@@ -444,4 +491,86 @@ pub fn list_tasks() -> Vec<TaskName> {
 /// Loads a task's saved settings.
 pub fn saved_settings(paths: &TaskPaths) -> Result<Option<TaskSettings>, DaemonError> {
     Ok(TaskSettings::load(&paths.settings)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(dir: &Path) -> TaskPaths {
+        let task = TaskName::parse("t").expect("valid task name");
+        TaskPaths::under(&task, dir, &dir.join("sockets"))
+    }
+
+    /// A pid that existed and is gone: a child we started and reaped.
+    fn dead_pid() -> i32 {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        child.wait().expect("reap true");
+        pid
+    }
+
+    fn hold_lock(paths: &TaskPaths, pid: i32) -> File {
+        let holder = open_lock_file(paths).expect("open lock");
+        holder.try_lock().expect("first lock");
+        std::fs::write(&paths.lock, pid.to_string()).expect("record pid");
+        holder
+    }
+
+    #[test]
+    fn a_dead_daemons_lingering_lock_is_waited_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = paths(dir.path());
+        // The holder stands for a hook child between fork and exec: its daemon is dead.
+        let holder = hold_lock(&p, dead_pid());
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            drop(holder);
+        });
+        let lock = lock_task(&p).expect("the lock once the remnant lets go");
+        release.join().expect("release thread");
+        drop(lock);
+        assert!(lock_is_free(&p));
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_zombie_daemon_counts_as_gone() {
+        // A killed daemon orphaned under a container's init can stay a zombie for a while.
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+        {
+            assert!(Instant::now() < deadline, "true never exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!pid_alive(pid), "a zombie is not a running daemon");
+        assert!(pid_alive(std::process::id() as i32));
+        child.wait().expect("reap true");
+    }
+
+    #[test]
+    fn a_live_daemons_lock_is_refused_at_once_with_its_pid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = paths(dir.path());
+        let me = std::process::id() as i32;
+        let _holder = hold_lock(&p, me);
+        let t0 = Instant::now();
+        match lock_task(&p) {
+            Err(LaunchError::AlreadyRunning { pid, .. }) => {
+                assert_eq!(pid, format!(" (pid {me})"))
+            }
+            other => panic!("expected AlreadyRunning, got {other:?}"),
+        }
+        assert!(!lock_is_free(&p));
+        // Refused without waiting out the orphan grace period.
+        assert!(t0.elapsed() < ORPHANED_LOCK_WAIT);
+    }
 }
