@@ -231,8 +231,10 @@ pub async fn poll(
     Auth(session): Auth,
     JsonBody(req): JsonBody<PollRequest>,
 ) -> ApiResult<Json<PollResponse>> {
-    let me = &session.user;
-    check_own_address(req.chat_address.as_deref(), &me.chat_address)?;
+    check_own_address(req.chat_address.as_deref(), &session.user.chat_address)?;
+    // Only ids cross the wait: an idle long-poll should hold as little as possible.
+    let (user_id, session_id) = (session.user.id, session.session_id);
+    drop(session);
     let limit = req.limit.unwrap_or(20).clamp(1, 500);
     let wait = req.wait.unwrap_or(0.0);
     if !wait.is_finite() {
@@ -246,14 +248,15 @@ pub async fn poll(
         Some(raw) => Some(parse_cursor(raw)?),
         None => None,
     };
+    drop(req);
     let deadline = Instant::now() + wait;
     // Subscribe before the first read so a message committed in between still wakes us.
-    let mut bell = state.hub.subscribe(me.id);
+    let mut bell = state.hub.subscribe(user_id);
     let mut woken = false;
     loop {
         let after = match explicit {
             Some(c) => c,
-            None => state.store.session_cursor(session.session_id).await?,
+            None => state.store.session_cursor(session_id).await?,
         };
         let rung = bell.borrow_and_update().clone();
         // Fast path: just woken with exactly the next event in hand (a caught-up reader with
@@ -272,7 +275,7 @@ pub async fn poll(
                 next_cursor: rung.seq.to_string(),
             }));
         }
-        let messages = state.store.poll(me.id, after, limit).await?;
+        let messages = state.store.poll(user_id, after, limit).await?;
         let next = messages
             .last()
             .and_then(|m| m.cursor.parse::<u64>().ok())
@@ -281,7 +284,7 @@ pub async fn poll(
             if explicit.is_none()
                 && !state
                     .store
-                    .advance_session_cursor(session.session_id, after, next)
+                    .advance_session_cursor(session_id, after, next)
                     .await?
             {
                 // Another claimer of this session took these first; read again from theirs.
