@@ -158,6 +158,20 @@ async fn seed_flow_survives_kill_9() {
     assert_eq!(v["messages"][0]["message_id"], json!(again));
 }
 
+/// Starts a poll in the background and returns once the relay has it in its wait.
+fn parked_poll(
+    relay: &Relay,
+    api: &Api,
+    token: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<Value> {
+    let before = relay.requests_started(POLL);
+    let (api, token) = (api.clone(), token.to_string());
+    let poll = tokio::spawn(async move { api.poll(&token, body).await });
+    relay.wait_requests(POLL, before, 1);
+    poll
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_wakes_shares_cursors_and_is_released_at_shutdown() {
     let sb = Sandbox::new();
@@ -214,14 +228,32 @@ async fn long_poll_wakes_shares_cursors_and_is_released_at_shutdown() {
     assert!(v["messages"].as_array().unwrap().is_empty());
     assert_eq!(v["next_cursor"], json!(cursor));
 
+    // With a waiter holding bob's bell the whole time (its cursor is far ahead, so nothing ever
+    // satisfies it), a reader one behind still reads what arrived, and a caught-up reader
+    // waits and is woken: the bell's position must never hide a message.
+    let holder = parked_poll(&relay, &api, &bob, json!({"after":"999999999","wait":60}));
+    api.send(&alice, "alice", "bob", "third").await;
+    let v = api.poll(&bob, json!({"after":cursor,"wait":0})).await;
+    assert_eq!(texts(&v), vec!["third"]);
+    let cursor = v["next_cursor"].as_str().unwrap().to_string();
+    let v = api.poll(&bob, json!({"after":cursor,"wait":0})).await;
+    assert!(v["messages"].as_array().unwrap().is_empty());
+    let caught_up = parked_poll(&relay, &api, &bob, json!({"after":cursor,"wait":60}));
+    api.send(&alice, "alice", "bob", "fourth").await;
+    let v = tokio::time::timeout(Duration::from_secs(30), caught_up)
+        .await
+        .expect("caught-up reader woke")
+        .unwrap();
+    assert_eq!(texts(&v), vec!["fourth"]);
+    let cursor = v["next_cursor"].as_str().unwrap().to_string();
+    assert!(
+        !holder.is_finished(),
+        "the far-ahead waiter is still parked"
+    );
+    holder.abort();
+
     // Claim mode with wait: woken and claimed.
-    let before = relay.requests_started(POLL);
-    let claim = {
-        let api = api.clone();
-        let alice = alice.clone();
-        tokio::spawn(async move { api.poll(&alice, json!({"wait":60})).await })
-    };
-    relay.wait_requests(POLL, before, 1);
+    let claim = parked_poll(&relay, &api, &alice, json!({"wait":60}));
     api.send(&bob, "bob", "alice", "claim me").await;
     let v = tokio::time::timeout(Duration::from_secs(30), claim)
         .await

@@ -14,8 +14,9 @@ use tokio::sync::watch;
 
 use crate::api::messages::Message;
 
-/// The newest position in an identity's stream, and the event there when the writer had it
-/// at hand (its `cursor` is left empty: the receiver fills in `seq`).
+/// The newest position in an identity's stream committed since the bell was made (0: none
+/// yet), and the event there when the writer had it at hand (its `cursor` is left empty: the
+/// receiver fills in `seq`).
 #[derive(Debug, Clone, Default)]
 pub struct Bell {
     pub seq: u64,
@@ -43,7 +44,14 @@ impl Hub {
     /// Rings `user_id`'s bell after a commit that appended `seq` to their stream.
     pub fn notify(&self, user_id: i64, seq: u64, event: Option<Arc<Message>>) {
         if let Some(bell) = self.bells.get(&user_id) {
-            bell.send_replace(Bell { seq, event });
+            // Positions only grow: a poller trusts `seq` as the newest it may have missed.
+            bell.send_if_modified(|b| {
+                let newer = seq > b.seq;
+                if newer {
+                    *b = Bell { seq, event };
+                }
+                newer
+            });
         }
         // Drop bells nobody listens to any more, so idle identities cost nothing.
         self.bells
@@ -75,6 +83,16 @@ mod tests {
             .expect("wakeup lost")
             .expect("bell dropped");
         assert_eq!(rx.borrow().seq, 1);
+    }
+
+    #[test]
+    fn a_bell_only_moves_forward() {
+        let hub = Hub::new();
+        let rx = hub.subscribe(3);
+        assert_eq!(rx.borrow().seq, 0, "a new bell has heard nothing");
+        hub.notify(3, 9, None);
+        hub.notify(3, 8, None);
+        assert_eq!(rx.borrow().seq, 9);
     }
 
     #[test]
