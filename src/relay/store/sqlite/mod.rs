@@ -157,19 +157,17 @@ impl SqliteStore {
     /// Opens (creating and migrating) the database and starts the writer thread.
     pub fn open(opts: SqliteOptions, hub: Arc<Hub>) -> StoreResult<SqliteStore> {
         let path_text = opts.path.display().to_string();
-        let mut conn = Connection::open(&opts.path).map_err(|source| StoreError::Open {
+        let open_err = |source| StoreError::Open {
             path: path_text.clone(),
             source,
-        })?;
+        };
+        let mut conn = Connection::open(&opts.path).map_err(open_err)?;
         // 2 KiB pages: a commit rewrites every index leaf it touches, and a batch of
         // messages to different people touches many; smaller leaves cut the WAL bytes
         // per message (benchmarked: +25% messages/s, -12% CPU per message). Only
         // takes effect on a new database, so existing ones keep their page size.
         conn.execute_batch(&format!("PRAGMA page_size = 2048; {}", pragmas(opts.sync)))
-            .map_err(|source| StoreError::Open {
-                path: path_text.clone(),
-                source,
-            })?;
+            .map_err(open_err)?;
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migration {
@@ -186,20 +184,11 @@ impl SqliteStore {
 
         // The writer never checkpoints inline; a thread of its own does.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -65536;")
-            .map_err(|source| StoreError::Open {
-                path: path_text.clone(),
-                source,
-            })?;
-        let checkpointer = Connection::open(&opts.path).map_err(|source| StoreError::Open {
-            path: path_text.clone(),
-            source,
-        })?;
+            .map_err(open_err)?;
+        let checkpointer = Connection::open(&opts.path).map_err(open_err)?;
         checkpointer
             .execute_batch("PRAGMA busy_timeout = 5000; PRAGMA journal_size_limit = 67108864;")
-            .map_err(|source| StoreError::Open {
-                path: path_text.clone(),
-                source,
-            })?;
+            .map_err(open_err)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let checkpoint_thread = {
             let stop = stop.clone();
