@@ -147,7 +147,12 @@ fn pss_private_kib(pid: u32) -> (u64, u64) {
 
 /// User + system CPU time (clock ticks) of a process.
 fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    cpu_ticks_of(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a /proc stat file.
+fn cpu_ticks_of(stat: &str) -> u64 {
+    std::fs::read_to_string(stat)
         .ok()
         .and_then(|s| {
             let after = s.rsplit_once(')')?.1;
@@ -155,6 +160,19 @@ fn cpu_ticks(pid: u32) -> u64 {
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
         })
         .unwrap_or(0)
+}
+
+/// CPU ticks of one named thread of a process (e.g. the relay's `sqlite-writer`).
+fn thread_cpu_ticks(pid: u32, name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok())
+        .map(|tid| cpu_ticks_of(&format!("/proc/{pid}/task/{tid}/stat")))
+        .sum()
 }
 
 fn ticks_per_sec() -> f64 {
@@ -595,6 +613,8 @@ async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let cpu0 = cpu_ticks(relay.pid());
+    let writer0 = thread_cpu_ticks(relay.pid(), "sqlite-writer");
+    let own0 = cpu_ticks(std::process::id());
     let mut tasks = Vec::new();
     for (s, _, i) in &pairs {
         tasks.push(tokio::spawn(lean_sender(
@@ -614,6 +634,9 @@ async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let relay_cpu_s = (cpu_ticks(relay.pid()) - cpu0) as f64 / ticks_per_sec();
+    let writer_cpu_s =
+        (thread_cpu_ticks(relay.pid(), "sqlite-writer") - writer0) as f64 / ticks_per_sec();
+    let own_cpu_s = (cpu_ticks(std::process::id()) - own0) as f64 / ticks_per_sec();
     let acked = all.len();
     // Every acknowledged message is in a receiver's stream.
     let mut stored = 0u64;
@@ -635,8 +658,14 @@ async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
     println!(
         "  accepted: {acked} messages in {elapsed:.1} s = {rate:.0} messages/s; errors: {errors}"
     );
-    let cpu_us = relay_cpu_s * 1e6 / acked.max(1) as f64;
-    println!("  relay CPU: {relay_cpu_s:.1} s = {cpu_us:.0} µs per message");
+    let per_msg = |secs: f64| secs * 1e6 / acked.max(1) as f64;
+    let cpu_us = per_msg(relay_cpu_s);
+    let writer_us = per_msg(writer_cpu_s);
+    let own_us = per_msg(own_cpu_s);
+    println!(
+        "  relay CPU: {relay_cpu_s:.1} s = {cpu_us:.0} µs per message ({writer_us:.0} in the SQLite writer thread)"
+    );
+    println!("  load generator CPU: {own_cpu_s:.1} s = {own_us:.0} µs per message");
     println!(
         "  stored (receivers' stream heads): {stored} {}",
         if stored as usize == acked {
@@ -645,7 +674,7 @@ async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
             "!= acknowledged"
         }
     );
-    json!({"senders": senders, "seconds": elapsed, "acknowledged": acked, "stored": stored, "messages_per_sec": rate, "errors": errors, "relay_cpu_seconds": relay_cpu_s, "relay_cpu_us_per_message": cpu_us, "latency": s})
+    json!({"senders": senders, "seconds": elapsed, "acknowledged": acked, "stored": stored, "messages_per_sec": rate, "errors": errors, "relay_cpu_seconds": relay_cpu_s, "relay_cpu_us_per_message": cpu_us, "writer_cpu_us_per_message": writer_us, "load_generator_cpu_us_per_message": own_us, "latency": s})
 }
 
 async fn bench_fanout(members: usize, posts: usize) -> serde_json::Value {

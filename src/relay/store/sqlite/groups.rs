@@ -338,16 +338,3 @@ pub(super) fn summary(
     })
     .map_err(sqlite_err("reading a group"))
 }
-
-/// Public ids of the groups a user belongs to.
-pub(super) fn ids_of_member(conn: &Connection, user: i64) -> StoreResult<Vec<String>> {
-    let mut st = conn
-        .prepare_cached(
-            "SELECT g.public_id FROM group_members gm JOIN groups g ON g.id = gm.group_id
-             WHERE gm.user_id = ?1 ORDER BY gm.joined_at DESC",
-        )
-        .map_err(sqlite_err("listing a member's groups"))?;
-    st.query_map([user], |r| r.get(0))
-        .and_then(|rows| rows.collect())
-        .map_err(sqlite_err("listing a member's groups"))
-}

@@ -64,17 +64,44 @@ fn resolve_attachments(conn: &Connection, wanted: &[Attachment]) -> StoreResult<
         .collect()
 }
 
+/// The key of a direct conversation, the same from either side (see migration 005).
+pub(super) fn dm_conv(a: i64, b: i64) -> i64 {
+    (a.min(b) << 32) | a.max(b)
+}
+
+/// The key of a group's conversation: negative, so it never meets a direct one.
+fn group_conv(group_rowid: i64) -> i64 {
+    -group_rowid
+}
+
+/// Records that two people have a direct conversation (a no-op after their first message).
+fn remember_peers(conn: &Connection, a: i64, b: i64) -> StoreResult<()> {
+    let mut st = conn
+        .prepare_cached("INSERT OR IGNORE INTO dm_peers (user_id, peer_id) VALUES (?1, ?2)")
+        .map_err(sqlite_err("recording a conversation"))?;
+    st.execute([a, b])
+        .and_then(|_| if a == b { Ok(0) } else { st.execute([b, a]) })
+        .map_err(sqlite_err("recording a conversation"))?;
+    Ok(())
+}
+
 pub(super) fn send(
     conn: &Connection,
     msg: &NewMessage,
     wakes: &mut Wakes,
 ) -> StoreResult<SentMessage> {
-    let (to_target, group_id, recipients) = match &msg.target {
+    let (to_target, group_id, recipients, conv) = match &msg.target {
         Target::Address(address) => {
             let Some(user) = identity::user_by_address(conn, address)? else {
                 return Err(StoreError::UnknownRecipient(address.clone()));
             };
-            (address.clone(), None::<String>, vec![user.id])
+            remember_peers(conn, msg.sender_id, user.id)?;
+            (
+                address.clone(),
+                None::<String>,
+                vec![user.id],
+                dm_conv(msg.sender_id, user.id),
+            )
         }
         Target::Group(public_id) => {
             let g = groups::lookup(conn, public_id)?
@@ -98,6 +125,7 @@ pub(super) fn send(
                 format!("group:{public_id}"),
                 Some(public_id.clone()),
                 members,
+                group_conv(g.rowid),
             )
         }
     };
@@ -111,8 +139,8 @@ pub(super) fn send(
         )
     };
     conn.prepare_cached(
-        "INSERT INTO messages (public_id, sender_id, to_target, group_id, text, reply_to, attachments, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO messages (public_id, sender_id, to_target, group_id, text, reply_to, attachments, created_at, conv)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -123,7 +151,8 @@ pub(super) fn send(
             msg.text,
             msg.reply_to,
             attachments_json,
-            msg.created_at
+            msg.created_at,
+            conv
         ])
     })
     .map_err(sqlite_err("storing a message"))?;
@@ -472,23 +501,15 @@ pub(super) fn history(
     let before = before.unwrap_or(i64::MAX);
     let mut rows: Vec<(i64, Message)> = match with {
         Conversation::With(address) => {
-            let me = conn
-                .prepare_cached("SELECT chat_address FROM users WHERE id = ?1")
-                .and_then(|mut st| st.query_row([user_id], |r| r.get::<_, String>(0)))
-                .map_err(sqlite_err("reading an address"))?;
             let other = identity::user_by_address(conn, address)?
                 .ok_or_else(|| StoreError::UnknownRecipient(address.clone()))?;
-            let sql = format!(
-                "{base} WHERE ((m.sender_id = ?1 AND m.to_target = ?2) OR (m.sender_id = ?3 AND m.to_target = ?4))
-                   AND m.id < ?5 ORDER BY m.id DESC LIMIT ?6"
-            );
+            let sql = format!("{base} WHERE m.conv = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3");
             let mut st = conn
                 .prepare_cached(&sql)
                 .map_err(sqlite_err("reading a conversation"))?;
-            st.query_map(
-                params![user_id, address, other.id, me, before, limit],
-                |r| Ok((r.get(0)?, message_from_row(r)?)),
-            )
+            st.query_map(params![dm_conv(user_id, other.id), before, limit], |r| {
+                Ok((r.get(0)?, message_from_row(r)?))
+            })
             .and_then(|rows| rows.collect())
             .map_err(sqlite_err("reading a conversation"))?
         }
@@ -501,12 +522,11 @@ pub(super) fn history(
                     "you are not a member of group:{public_id}"
                 )));
             }
-            let sql =
-                format!("{base} WHERE m.to_target = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3");
+            let sql = format!("{base} WHERE m.conv = ?1 AND m.id < ?2 ORDER BY m.id DESC LIMIT ?3");
             let mut st = conn
                 .prepare_cached(&sql)
                 .map_err(sqlite_err("reading a group"))?;
-            st.query_map(params![format!("group:{public_id}"), before, limit], |r| {
+            st.query_map(params![group_conv(g.rowid), before, limit], |r| {
                 Ok((r.get(0)?, message_from_row(r)?))
             })
             .and_then(|rows| rows.collect())
@@ -536,18 +556,22 @@ pub(super) fn conversations(
     conn: &Connection,
     user_id: i64,
 ) -> StoreResult<Vec<ConversationSummary>> {
-    // Every message the user sent or received, keyed by the other side (or the group).
+    // Every conversation the user is in: direct peers, groups they belong to, and groups
+    // they heard from before leaving; each with its newest message and unread count.
     let mut st = conn
         .prepare_cached(
-            "WITH involved AS (
-                 SELECT m.id AS mid, m.to_target AS peer
-                 FROM messages m WHERE m.sender_id = ?1
-                 UNION ALL
-                 SELECT m.id, CASE WHEN m.group_id IS NOT NULL THEN m.to_target ELSE su.chat_address END
-                 FROM deliveries d
-                 JOIN messages m ON m.id = d.message_id
-                 JOIN users su ON su.id = m.sender_id
-                 WHERE d.user_id = ?1 AND d.event_id IS NULL
+            "WITH peers AS (
+                 SELECT u.chat_address AS peer, (MIN(?1, p.peer_id) << 32) | MAX(?1, p.peer_id) AS conv
+                 FROM dm_peers p JOIN users u ON u.id = p.peer_id
+                 WHERE p.user_id = ?1
+                 UNION
+                 SELECT 'group:' || g.public_id, -g.id
+                 FROM group_members gm JOIN groups g ON g.id = gm.group_id
+                 WHERE gm.user_id = ?1
+                 UNION
+                 SELECT m.to_target, m.conv
+                 FROM deliveries d JOIN messages m ON m.id = d.message_id
+                 WHERE d.user_id = ?1 AND d.event_id IS NULL AND m.group_id IS NOT NULL
              ),
              unread AS (
                  SELECT CASE WHEN m.group_id IS NOT NULL THEN m.to_target ELSE su.chat_address END AS peer,
@@ -559,22 +583,33 @@ pub(super) fn conversations(
                  WHERE d.user_id = ?1 AND d.event_id IS NULL AND r.message_id IS NULL
                    AND m.deleted_at IS NULL
                  GROUP BY 1
+             ),
+             latest AS (
+                 SELECT p.peer, (SELECT MAX(m.id) FROM messages m WHERE m.conv = p.conv) AS last,
+                        COALESCE(u.n, 0) AS unread
+                 FROM peers p LEFT JOIN unread u ON u.peer = p.peer
              )
-             SELECT i.peer, MAX(i.mid), COALESCE(u.n, 0)
-             FROM involved i LEFT JOIN unread u ON u.peer = i.peer
-             GROUP BY i.peer
-             ORDER BY MAX(i.mid) DESC
-             LIMIT 200",
+             SELECT peer, last, unread FROM latest ORDER BY last IS NULL, last DESC, peer",
         )
         .map_err(sqlite_err("listing conversations"))?;
-    let rows: Vec<(String, i64, u32)> = st
+    let rows: Vec<(String, Option<i64>, u32)> = st
         .query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .and_then(|rows| rows.collect())
         .map_err(sqlite_err("listing conversations"))?;
     let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut with_messages = 0;
     for (peer, last_id, unread) in rows {
-        let last = message_by_rowid(conn, last_id)?;
+        // The 200 most recent conversations, then every group where nothing was said yet.
+        if last_id.is_some() {
+            with_messages += 1;
+            if with_messages > 200 {
+                continue;
+            }
+        }
+        let last = match last_id {
+            Some(id) => message_by_rowid(conn, id)?,
+            None => None,
+        };
         let summary = match crate::api::address::group_target(&peer) {
             Some(gid) => {
                 let Some(info) = groups::summary(conn, user_id, gid)? else {
@@ -602,16 +637,7 @@ pub(super) fn conversations(
                 }
             }
         };
-        seen.insert(peer);
         out.push(summary);
-    }
-    // Groups the user belongs to where nothing was said yet.
-    for gid in groups::ids_of_member(conn, user_id)? {
-        if !seen.contains(&format!("group:{gid}"))
-            && let Some(info) = groups::summary(conn, user_id, &gid)?
-        {
-            out.push(info);
-        }
     }
     Ok(out)
 }

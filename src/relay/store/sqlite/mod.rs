@@ -39,6 +39,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/002_files_groups_events.sql")),
     M::up(include_str!("migrations/003_language_prefs.sql")),
     M::up(include_str!("migrations/004_stream_positions.sql")),
+    M::up(include_str!("migrations/005_conversation_key.sql")),
 ];
 
 /// How hard a commit waits for the disk.
@@ -632,5 +633,54 @@ impl Store for SqliteStore {
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before migration 005 gets conversation keys for its messages and
+    /// its direct peers, so its history and conversation list read as before.
+    #[test]
+    fn migration_005_keys_existing_messages() -> Result<(), Box<dyn std::error::Error>> {
+        let mut conn = Connection::open_in_memory()?;
+        let migrations = Migrations::from_slice(MIGRATIONS);
+        migrations.to_version(&mut conn, 4)?;
+        conn.execute_batch(
+            "INSERT INTO users (id, email, chat_address, display_name, created_at)
+                 VALUES (1, 'a@x', 'ann', 'Ann', 0), (2, 'b@x', 'bob', 'Bob', 0),
+                        (7, 'c@x', 'cy', 'Cy', 0);
+             INSERT INTO groups (id, public_id, name, visibility, mode, created_by, created_at)
+                 VALUES (3, 'g1', 'G', 'private', 'chat', 1, 0);
+             INSERT INTO messages (public_id, sender_id, to_target, group_id, text, created_at)
+                 VALUES ('m1', 7, 'ann', NULL, 'hi', 0), ('m2', 1, 'cy', NULL, 'yo', 0),
+                        ('m3', 2, 'group:g1', 'g1', 'all', 0);",
+        )?;
+        migrations.to_latest(&mut conn)?;
+
+        let keys: Vec<(String, i64)> = conn
+            .prepare("SELECT public_id, conv FROM messages ORDER BY id")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let dm = messages::dm_conv(1, 7);
+        assert_eq!(dm, messages::dm_conv(7, 1));
+        assert_eq!(
+            keys,
+            [("m1".into(), dm), ("m2".into(), dm), ("m3".into(), -3)]
+        );
+        let peers: Vec<(i64, i64)> = conn
+            .prepare("SELECT user_id, peer_id FROM dm_peers ORDER BY 1, 2")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(peers, [(1, 7), (7, 1)]);
+
+        let history = messages::history(&conn, 1, &Conversation::With("cy".into()), None, 10)?;
+        let texts: Vec<&str> = history.iter().map(|(_, m)| m.text.as_str()).collect();
+        assert_eq!(texts, ["hi", "yo"]);
+        let convs = messages::conversations(&conn, 1)?;
+        let with: Vec<&str> = convs.iter().map(|c| c.with.as_str()).collect();
+        assert_eq!(with, ["cy"]);
+        Ok(())
     }
 }
