@@ -74,14 +74,25 @@ fn group_conv(group_rowid: i64) -> i64 {
     -group_rowid
 }
 
+/// Most pairs the writer remembers as recorded before it starts over (bounds its memory).
+const KNOWN_PEERS_CAP: usize = 100_000;
+
 /// Records that two people have a direct conversation (a no-op after their first message).
-fn remember_peers(conn: &Connection, a: i64, b: i64) -> StoreResult<()> {
+fn remember_peers(conn: &Connection, a: i64, b: i64, wakes: &mut Wakes) -> StoreResult<()> {
+    let pair = (a.min(b), a.max(b));
+    if wakes.known_peers.contains(&pair) {
+        return Ok(());
+    }
     let mut st = conn
         .prepare_cached("INSERT OR IGNORE INTO dm_peers (user_id, peer_id) VALUES (?1, ?2)")
         .map_err(sqlite_err("recording a conversation"))?;
     st.execute([a, b])
         .and_then(|_| if a == b { Ok(0) } else { st.execute([b, a]) })
         .map_err(sqlite_err("recording a conversation"))?;
+    if wakes.known_peers.len() >= KNOWN_PEERS_CAP {
+        wakes.known_peers.clear();
+    }
+    wakes.known_peers.insert(pair);
     Ok(())
 }
 
@@ -95,7 +106,7 @@ pub(super) fn send(
             let Some(user) = identity::user_by_address(conn, address)? else {
                 return Err(StoreError::UnknownRecipient(address.clone()));
             };
-            remember_peers(conn, msg.sender_id, user.id)?;
+            remember_peers(conn, msg.sender_id, user.id, wakes)?;
             (
                 address.clone(),
                 None::<String>,

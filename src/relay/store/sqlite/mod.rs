@@ -61,9 +61,12 @@ pub struct SqliteOptions {
 /// What write jobs share besides the connection: wakeups to ring after the commit, and each
 /// identity's stream position. The writer is the only one that hands out positions, so it
 /// keeps them in memory (read once from `MAX(seq)`), saving a row update per delivery.
+/// Likewise the direct-conversation pairs it knows are recorded, so a message to a known
+/// peer skips two lookups.
 pub(super) struct Wakes {
     pub list: Vec<(i64, u64, Option<Arc<Message>>)>,
     pub seqs: HashMap<i64, u64>,
+    pub known_peers: std::collections::HashSet<(i64, i64)>,
 }
 
 /// How a job ended, for the batch it is in.
@@ -259,6 +262,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc
     let mut wakes = Wakes {
         list: Vec::new(),
         seqs: HashMap::new(),
+        known_peers: Default::default(),
     };
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -279,6 +283,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc
             Err(e) => {
                 // Rolled back: positions handed out in this batch were not kept.
                 wakes.seqs.clear();
+                wakes.known_peers.clear();
                 tracing::error!(error = %e, jobs = batch.len(), "write batch failed");
             }
         }
