@@ -569,6 +569,7 @@ pub(super) fn conversations(
 ) -> StoreResult<Vec<ConversationSummary>> {
     // Every conversation the user is in: direct peers, groups they belong to, and groups
     // they heard from before leaving; each with its newest message and unread count.
+    // The direct key is computed as in `dm_conv`, the group key as in `group_conv`.
     let mut st = conn
         .prepare_cached(
             "WITH peers AS (
