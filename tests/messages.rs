@@ -663,6 +663,16 @@ async fn stream_groups_and_private_join_requests() {
         )
         .await;
     assert_eq!(s, 200);
+    // A removed member keeps the group among their conversations (what they heard stays
+    // listed), without the right to post.
+    let (_, v) = api.get("/api/v1/webchat/conversations", Some(&obs2)).await;
+    let convs = v["conversations"].as_array().unwrap();
+    let gone = convs
+        .iter()
+        .find(|c| c["with"] == json!(to))
+        .unwrap_or_else(|| panic!("the group is still listed: {v}"));
+    assert_eq!(gone["can_post"], json!(false));
+    assert_eq!(gone["last_message"]["text"], json!("build 1 passed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
