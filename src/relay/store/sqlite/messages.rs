@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Wakes, files, groups, identity, sqlite_err};
+use super::{WriterState, files, groups, identity, sqlite_err};
 use crate::api::files::file_url;
 use crate::api::messages::{Attachment, ConversationSummary, EventType, Message};
 use crate::api::{Kind, rfc3339_from_millis};
@@ -19,9 +19,9 @@ fn deliver(
     message_rowid: i64,
     event_id: Option<i64>,
     event: Option<&Arc<Message>>,
-    wakes: &mut Wakes,
+    shared: &mut WriterState,
 ) -> StoreResult<u64> {
-    let seq = match wakes.seqs.get(&user_id) {
+    let seq = match shared.seqs.get(&user_id) {
         Some(s) => s + 1,
         None => stream_head(conn, user_id)? + 1,
     };
@@ -30,8 +30,8 @@ fn deliver(
     )
     .and_then(|mut st| st.execute(params![user_id, seq as i64, message_rowid, event_id]))
     .map_err(sqlite_err("recording a delivery"))?;
-    wakes.seqs.insert(user_id, seq);
-    wakes.list.push((user_id, seq, event.cloned()));
+    shared.seqs.insert(user_id, seq);
+    shared.wakes.push((user_id, seq, event.cloned()));
     Ok(seq)
 }
 
@@ -78,9 +78,9 @@ fn group_conv(group_rowid: i64) -> i64 {
 const KNOWN_PEERS_CAP: usize = 100_000;
 
 /// Records that two people have a direct conversation (a no-op after their first message).
-fn remember_peers(conn: &Connection, a: i64, b: i64, wakes: &mut Wakes) -> StoreResult<()> {
+fn remember_peers(conn: &Connection, a: i64, b: i64, shared: &mut WriterState) -> StoreResult<()> {
     let pair = (a.min(b), a.max(b));
-    if wakes.known_peers.contains(&pair) {
+    if shared.known_peers.contains(&pair) {
         return Ok(());
     }
     let mut st = conn
@@ -89,24 +89,24 @@ fn remember_peers(conn: &Connection, a: i64, b: i64, wakes: &mut Wakes) -> Store
     st.execute([a, b])
         .and_then(|_| if a == b { Ok(0) } else { st.execute([b, a]) })
         .map_err(sqlite_err("recording a conversation"))?;
-    if wakes.known_peers.len() >= KNOWN_PEERS_CAP {
-        wakes.known_peers.clear();
+    if shared.known_peers.len() >= KNOWN_PEERS_CAP {
+        shared.known_peers.clear();
     }
-    wakes.known_peers.insert(pair);
+    shared.known_peers.insert(pair);
     Ok(())
 }
 
 pub(super) fn send(
     conn: &Connection,
     msg: &NewMessage,
-    wakes: &mut Wakes,
+    shared: &mut WriterState,
 ) -> StoreResult<SentMessage> {
     let (to_target, group_id, recipients, conv) = match &msg.target {
         Target::Address(address) => {
             let Some(user) = identity::user_by_address(conn, address)? else {
                 return Err(StoreError::UnknownRecipient(address.clone()));
             };
-            remember_peers(conn, msg.sender_id, user.id, wakes)?;
+            remember_peers(conn, msg.sender_id, user.id, shared)?;
             (
                 address.clone(),
                 None::<String>,
@@ -191,7 +191,7 @@ pub(super) fn send(
         read: false,
     });
     for user_id in &recipients {
-        deliver(conn, *user_id, rowid, None, Some(&event), wakes)?;
+        deliver(conn, *user_id, rowid, None, Some(&event), shared)?;
     }
     Ok(SentMessage {
         public_id: msg.public_id.clone(),
@@ -401,7 +401,7 @@ pub(super) fn edit(
     public_id: &str,
     text: &str,
     now: i64,
-    wakes: &mut Wakes,
+    shared: &mut WriterState,
 ) -> StoreResult<()> {
     let m = stored(conn, public_id)?;
     if m.sender_id != actor {
@@ -421,7 +421,7 @@ pub(super) fn edit(
     .map_err(sqlite_err("editing a message"))?;
     let event = add_event(conn, "edit", m.rowid, actor, Some(text), now)?;
     for user in receivers(conn, m.rowid)? {
-        deliver(conn, user, m.rowid, Some(event), None, wakes)?;
+        deliver(conn, user, m.rowid, Some(event), None, shared)?;
     }
     Ok(())
 }
@@ -431,7 +431,7 @@ pub(super) fn delete(
     actor: i64,
     public_id: &str,
     now: i64,
-    wakes: &mut Wakes,
+    shared: &mut WriterState,
 ) -> StoreResult<()> {
     let m = stored(conn, public_id)?;
     let group_admin = match &m.group_id {
@@ -461,7 +461,7 @@ pub(super) fn delete(
         told.push(m.sender_id);
     }
     for user in told {
-        deliver(conn, user, m.rowid, Some(event), None, wakes)?;
+        deliver(conn, user, m.rowid, Some(event), None, shared)?;
     }
     Ok(())
 }
@@ -471,7 +471,7 @@ pub(super) fn mark_read(
     reader: i64,
     public_id: &str,
     now: i64,
-    wakes: &mut Wakes,
+    shared: &mut WriterState,
 ) -> StoreResult<()> {
     let m = stored(conn, public_id)?;
     if m.sender_id == reader {
@@ -490,7 +490,7 @@ pub(super) fn mark_read(
         .map_err(sqlite_err("recording a read"))?;
     if fresh == 1 && !m.deleted {
         let event = add_event(conn, "read", m.rowid, reader, None, now)?;
-        deliver(conn, m.sender_id, m.rowid, Some(event), None, wakes)?;
+        deliver(conn, m.sender_id, m.rowid, Some(event), None, shared)?;
     }
     Ok(())
 }

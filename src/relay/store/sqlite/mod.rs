@@ -2,7 +2,7 @@
 //!
 //! Every write is a job sent to the writer thread. The writer takes all jobs that are waiting
 //! (up to a batch limit), runs each inside its own savepoint of one transaction, commits once
-//! (one fsync for the whole batch) and only then answers each job and wakes pollers. So a 2xx
+//! (one fsync for the whole batch) and only then answers each job and shared pollers. So a 2xx
 //! answer always means "committed", and many concurrent senders share one fsync.
 
 use std::collections::HashMap;
@@ -58,13 +58,13 @@ pub struct SqliteOptions {
     pub readers: u32,
 }
 
-/// What write jobs share besides the connection: wakeups to ring after the commit, and each
-/// identity's stream position. The writer is the only one that hands out positions, so it
-/// keeps them in memory (read once from `MAX(seq)`), saving a row update per delivery.
+/// What the writer's jobs share besides the connection: wakeups to ring after the commit,
+/// and each identity's stream position. The writer is the only one that hands out positions,
+/// so it keeps them in memory (read once from `MAX(seq)`), saving a row update per delivery.
 /// Likewise the direct-conversation pairs it knows are recorded, so a message to a known
 /// peer skips two lookups.
-pub(super) struct Wakes {
-    pub list: Vec<(i64, u64, Option<Arc<Message>>)>,
+pub(super) struct WriterState {
+    pub wakes: Vec<(i64, u64, Option<Arc<Message>>)>,
     pub seqs: HashMap<i64, u64>,
     pub known_peers: std::collections::HashSet<(i64, i64)>,
 }
@@ -83,7 +83,7 @@ enum JobEnd {
 /// Jobs check everything that can refuse a request before their first write, so a refusal
 /// leaves nothing to undo and no savepoint is needed; any database error fails the batch.
 trait WriteJob: Send {
-    fn run(&mut self, conn: &Connection, wakes: &mut Wakes) -> JobEnd;
+    fn run(&mut self, conn: &Connection, shared: &mut WriterState) -> JobEnd;
     /// Answers the caller once the batch's fate is known.
     fn finish(self: Box<Self>, committed: Result<(), String>);
 }
@@ -100,13 +100,13 @@ struct TypedJob<R, F> {
 impl<R, F> WriteJob for TypedJob<R, F>
 where
     R: Send + 'static,
-    F: FnOnce(&Connection, &mut Wakes) -> StoreResult<R> + Send + 'static,
+    F: FnOnce(&Connection, &mut WriterState) -> StoreResult<R> + Send + 'static,
 {
-    fn run(&mut self, conn: &Connection, wakes: &mut Wakes) -> JobEnd {
+    fn run(&mut self, conn: &Connection, shared: &mut WriterState) -> JobEnd {
         let Some(work) = self.work.take() else {
             return JobEnd::Refused;
         };
-        let result = work(conn, wakes);
+        let result = work(conn, shared);
         let end = match &result {
             Ok(_) => JobEnd::Done,
             Err(e) if e.is_refusal() => JobEnd::Refused,
@@ -225,7 +225,7 @@ impl SqliteStore {
     async fn write<R, F>(&self, action: &'static str, work: F) -> StoreResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection, &mut Wakes) -> StoreResult<R> + Send + 'static,
+        F: FnOnce(&Connection, &mut WriterState) -> StoreResult<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(TypedJob {
@@ -259,8 +259,8 @@ impl SqliteStore {
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc<Hub>) {
-    let mut wakes = Wakes {
-        list: Vec::new(),
+    let mut shared = WriterState {
+        wakes: Vec::new(),
         seqs: HashMap::new(),
         known_peers: Default::default(),
     };
@@ -272,18 +272,18 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc
                 Err(_) => break,
             }
         }
-        wakes.list.clear();
-        let committed = run_batch(&conn, &mut batch, &mut wakes);
+        shared.wakes.clear();
+        let committed = run_batch(&conn, &mut batch, &mut shared);
         match &committed {
             Ok(()) => {
-                for (user, seq, event) in wakes.list.drain(..) {
+                for (user, seq, event) in shared.wakes.drain(..) {
                     hub.notify(user, seq, event);
                 }
             }
             Err(e) => {
                 // Rolled back: positions handed out in this batch were not kept.
-                wakes.seqs.clear();
-                wakes.known_peers.clear();
+                shared.seqs.clear();
+                shared.known_peers.clear();
                 tracing::error!(error = %e, jobs = batch.len(), "write batch failed");
             }
         }
@@ -300,11 +300,11 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 fn run_batch(
     conn: &Connection,
     batch: &mut [Box<dyn WriteJob>],
-    wakes: &mut Wakes,
+    shared: &mut WriterState,
 ) -> Result<(), String> {
     exec(conn, "BEGIN IMMEDIATE").map_err(|e| format!("begin: {e}"))?;
     for job in batch.iter_mut() {
-        if let JobEnd::Fatal(e) = job.run(conn, wakes) {
+        if let JobEnd::Fatal(e) = job.run(conn, shared) {
             let _ = exec(conn, "ROLLBACK");
             return Err(e);
         }
@@ -449,7 +449,7 @@ impl Store for SqliteStore {
     }
 
     async fn send(&self, msg: NewMessage) -> StoreResult<SentMessage> {
-        self.write("sending a message", move |c, w: &mut Wakes| {
+        self.write("sending a message", move |c, w: &mut WriterState| {
             messages::send(c, &msg, w)
         })
         .await
@@ -490,7 +490,7 @@ impl Store for SqliteStore {
 
     async fn edit(&self, actor: i64, message_id: &str, text: String, now: i64) -> StoreResult<()> {
         let message_id = message_id.to_string();
-        self.write("editing a message", move |c, w: &mut Wakes| {
+        self.write("editing a message", move |c, w: &mut WriterState| {
             messages::edit(c, actor, &message_id, &text, now, w)
         })
         .await
@@ -498,7 +498,7 @@ impl Store for SqliteStore {
 
     async fn delete(&self, actor: i64, message_id: &str, now: i64) -> StoreResult<()> {
         let message_id = message_id.to_string();
-        self.write("deleting a message", move |c, w: &mut Wakes| {
+        self.write("deleting a message", move |c, w: &mut WriterState| {
             messages::delete(c, actor, &message_id, now, w)
         })
         .await
@@ -506,7 +506,7 @@ impl Store for SqliteStore {
 
     async fn mark_read(&self, reader: i64, message_id: &str, now: i64) -> StoreResult<()> {
         let message_id = message_id.to_string();
-        self.write("recording a read receipt", move |c, w: &mut Wakes| {
+        self.write("recording a read receipt", move |c, w: &mut WriterState| {
             messages::mark_read(c, reader, &message_id, now, w)
         })
         .await
