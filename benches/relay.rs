@@ -190,20 +190,19 @@ fn open_fds(pid: u32) -> usize {
 
 async fn login(relay: &str, email: &str, address: &str, kind: Kind) -> RelayClient {
     let c = RelayClient::new(relay).expect("client");
-    let code = c
+    let sent = c
         .request_code(&RequestCodeRequest {
             email: email.into(),
             display_name: None,
             purpose: None,
         })
         .await
-        .expect("request code")
-        .dev_code
-        .expect("dev code");
+        .expect("request code");
     let v = c
         .verify_code(&VerifyCodeRequest {
             email: email.into(),
-            code,
+            code: sent.dev_code.expect("dev code"),
+            login_id: Some(sent.login_id),
             display_name: Some(address.into()),
             chat_address: Some(address.into()),
             public_visible: Some(true),
@@ -221,8 +220,7 @@ fn send_req(from: &str, to: &str, text: String) -> SendRequest {
         source: Some(from.into()),
         to: to.into(),
         text: Some(text),
-        reply_to: None,
-        attachments: None,
+        ..Default::default()
     }
 }
 

@@ -21,9 +21,17 @@ pub struct RequestCodeResponse {
     pub ok: bool,
     /// Whether the code was sent by email.
     pub emailed: bool,
-    /// The code itself, only when the relay exposes codes (development, loopback without SMTP).
+    /// The code itself, only when the relay exposes codes (development, loopback without SMTP)
+    /// and the caller is a program or the relay's own web app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev_code: Option<String>,
+    /// Names this request's code: send it back with verify-code. Only this caller has it, so
+    /// nobody else's wrong guesses can void the code.
+    #[serde(default)]
+    pub login_id: String,
+    /// Characters in the code (6 digits; 12 base32 characters while the email is under attack).
+    #[serde(default)]
+    pub code_length: u32,
     /// Seconds until the code expires.
     pub expires_in: u64,
 }
@@ -33,6 +41,10 @@ pub struct RequestCodeResponse {
 pub struct VerifyCodeRequest {
     pub email: String,
     pub code: String,
+    /// The `login_id` request-code answered with. Without it, the newest code requested from
+    /// the same network address is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Wanted chat address for a new identity; an email that verifies again keeps its address.

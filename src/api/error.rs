@@ -65,6 +65,12 @@ pub enum ErrorCode {
     InvalidAttachment,
     /// The relay's storage failed; the request was not carried out.
     StorageUnavailable,
+    /// The request came from a web page whose origin this relay does not allow.
+    OriginNotAllowed,
+    /// The Host header names a host this relay does not serve (DNS rebinding guard).
+    HostNotAllowed,
+    /// The request line or headers are too long.
+    UriTooLong,
     /// An unexpected failure in the relay. Never expected; report it.
     Internal,
 }
@@ -102,6 +108,9 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::InvalidAttachment => "invalid_attachment",
             ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::Internal => "internal",
         }
     }

@@ -30,12 +30,14 @@ pub fn file_url(file_id: &str) -> String {
 }
 
 /// The attachment kind for a MIME type and a requested kind: `auto` sends audio as a voice
-/// clip (the seed's rule), images and video as themselves, the rest as files.
+/// clip (the seed's rule), images and video as themselves, the rest as files. A request that
+/// does not fit the type falls back to `auto`: anything may be sent as a plain file, but only
+/// audio or video (a recorded webm clip) as a voice clip.
 pub fn attachment_kind(mime: &str, requested: &str) -> &'static str {
     let top = mime.split('/').next().unwrap_or("");
     match requested {
         "file" => "file",
-        "voice" => "voice",
+        "voice" if top == "audio" || top == "video" => "voice",
         "image" if top == "image" => "image",
         "video" if top == "video" => "video",
         "audio" if top == "audio" => "audio",
@@ -94,7 +96,9 @@ mod tests {
         assert_eq!(attachment_kind("image/gif", "auto"), "image");
         assert_eq!(attachment_kind("video/mp4", "auto"), "video");
         assert_eq!(attachment_kind("application/pdf", "auto"), "file");
-        assert_eq!(attachment_kind("application/pdf", "voice"), "voice");
+        assert_eq!(attachment_kind("application/pdf", "voice"), "file");
+        assert_eq!(attachment_kind("text/plain", "image"), "file");
+        assert_eq!(attachment_kind("video/webm", "voice"), "voice");
         assert_eq!(attachment_kind("audio/ogg", "audio"), "audio");
     }
 }

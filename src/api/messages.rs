@@ -55,6 +55,30 @@ pub struct Attachment {
     pub sha256: String,
 }
 
+/// An attachment as a sender names it: the upload's `file_id`, and optionally the kind to show
+/// it as. Everything else about the file (name, type, size) comes from the upload itself, so
+/// extra fields (a whole upload answer pasted in) are ignored.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct AttachmentRef {
+    pub file_id: String,
+    /// file, voice, image, video or audio; a kind that does not fit the file's type is not
+    /// taken (an image stays an image unless sent as a plain file, voice needs audio or video).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+impl From<&Attachment> for AttachmentRef {
+    fn from(a: &Attachment) -> AttachmentRef {
+        AttachmentRef {
+            file_id: a.file_id.clone(),
+            kind: Some(a.kind.clone()).filter(|k| !k.is_empty()),
+        }
+    }
+}
+
+/// Longest `client_message_id`.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
 /// One delivered event, as poll returns it (and as the daemon writes it to inbox.jsonl).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Message {
@@ -107,7 +131,11 @@ pub struct SendRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attachments: Option<Vec<Attachment>>,
+    pub attachments: Option<Vec<AttachmentRef>>,
+    /// The sender's own id for this message (1–64 characters). Sending again with the same id
+    /// stores nothing new and answers with the first message: retries are safe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -115,6 +143,9 @@ pub struct SendResponse {
     pub ok: bool,
     pub message_id: String,
     pub created_at: String,
+    /// True when `client_message_id` named a message already sent: nothing new was stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// `POST /api/v1/webchat/poll`

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::output::{json_line, message_text, text_line};
 use super::persona_cmd::{client_for, resolve, store};
 use super::{CliResult, Failure, exit};
-use crate::api::messages::{PollRequest, SendRequest};
+use crate::api::messages::{AttachmentRef, PollRequest, SendRequest};
 use crate::api::{FREE_PHONE_ID, PCHAT_CHANNEL};
 use crate::client::login::{gui_url, presence_request, relogin_quietly};
 use crate::client::{ClientResult, Persona, RelayClient};
@@ -194,7 +194,7 @@ pub async fn send_as(persona: &mut Persona, out: &Outgoing) -> Result<String, Fa
                 out.attachment_kind.unwrap_or(AttachmentKind::Auto),
             )
             .await?;
-            attachments = Some(vec![a]);
+            attachments = Some(vec![AttachmentRef::from(&a)]);
             out.caption
                 .clone()
                 .or_else(|| out.text.clone())
@@ -216,6 +216,8 @@ pub async fn send_as(persona: &mut Persona, out: &Outgoing) -> Result<String, Fa
         text: Some(text),
         reply_to: out.reply_to.clone(),
         attachments,
+        // One id for every try below: a retry after a lost answer cannot send twice.
+        client_message_id: Some(crate::client::new_client_message_id("cli")),
     };
     let sent = with_session(persona, |c| {
         let req = req.clone();

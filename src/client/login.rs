@@ -182,8 +182,9 @@ async fn login(
     prompt: Option<CodePrompt<'_>>,
 ) -> Result<(), LoginError> {
     let display_name = (!persona.display_name.is_empty()).then(|| persona.display_name.clone());
-    let code = match code {
-        Some(c) => c,
+    let (code, login_id) = match code {
+        // A code from the email: the relay matches it to the newest code this machine asked for.
+        Some(c) => (c, None),
         None => {
             let sent = client
                 .request_code(&RequestCodeRequest {
@@ -192,11 +193,15 @@ async fn login(
                     purpose: Some("login".into()),
                 })
                 .await?;
+            let login_id = Some(sent.login_id).filter(|l| !l.is_empty());
             match (sent.dev_code, prompt) {
-                (Some(c), _) => c,
-                (None, Some(ask)) => ask(&persona.email).ok_or(LoginError::NeedCode {
-                    email: persona.email.clone(),
-                })?,
+                (Some(c), _) => (c, login_id),
+                (None, Some(ask)) => (
+                    ask(&persona.email).ok_or(LoginError::NeedCode {
+                        email: persona.email.clone(),
+                    })?,
+                    login_id,
+                ),
                 (None, None) => {
                     return Err(LoginError::NeedCode {
                         email: persona.email.clone(),
@@ -209,6 +214,7 @@ async fn login(
         .verify_code(&VerifyCodeRequest {
             email: persona.email.clone(),
             code: code.trim().to_string(),
+            login_id,
             display_name,
             chat_address: address.clone(),
             public_visible: Some(true),

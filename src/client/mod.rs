@@ -13,3 +13,11 @@ pub use relay_client::{ClientError, ClientResult, RelayClient};
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// A fresh `client_message_id`: `PREFIX-` and 24 random hex digits. Sending twice with the same
+/// id stores one message, so every retry of one send reuses it.
+pub fn new_client_message_id(prefix: &str) -> String {
+    let mut raw = [0u8; 12];
+    rand::fill(&mut raw);
+    format!("{prefix}-{}", hex::encode(raw))
+}

@@ -136,6 +136,9 @@ impl RelayClient {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("gts-webchat/", env!("CARGO_PKG_VERSION")))
+            // The session header is ours, not one reqwest strips on a cross-site redirect:
+            // follow none, so a redirect can never carry the token elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::BadUrl {
                 url: relay.to_string(),
@@ -174,10 +177,30 @@ impl RelayClient {
         &self.http
     }
 
-    /// Starts a request with the session header set.
+    /// Whether an absolute URL lies on this relay (same origin, under its base path): only
+    /// such URLs get the session token.
+    pub fn is_on_relay(&self, url: &str) -> bool {
+        let (Ok(target), Ok(base)) = (url::Url::parse(url), url::Url::parse(&self.base)) else {
+            return false;
+        };
+        let base_path = base.path().trim_end_matches('/');
+        target.origin() == base.origin()
+            && (target.path() == base_path
+                || target
+                    .path()
+                    .strip_prefix(base_path)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    }
+
+    /// Starts a request; the session header is set only when the URL is on the relay (an
+    /// attachment may name an absolute URL anywhere).
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self.http.request(method, self.absolute(path));
-        if let Some(t) = &self.token {
+        let url = self.absolute(path);
+        let on_relay = self.is_on_relay(&url);
+        let mut req = self.http.request(method, url);
+        if let Some(t) = &self.token
+            && on_relay
+        {
             req = req.header(SESSION_HEADER, t);
         }
         req
@@ -528,6 +551,27 @@ mod tests {
         assert!(normalize_relay_url("127.0.0.1:5110").is_err());
         assert!(normalize_relay_url("ftp://x").is_err());
         assert!(normalize_relay_url("not a url").is_err());
+    }
+
+    #[test]
+    fn only_relay_urls_get_the_token() {
+        let c = RelayClient::new("http://127.0.0.1:5110/base")
+            .unwrap()
+            .with_token("pct_secret");
+        assert!(c.is_on_relay("http://127.0.0.1:5110/base/api/v1/webchat/files/x"));
+        assert!(!c.is_on_relay("http://127.0.0.1:5110/basement/x"));
+        assert!(!c.is_on_relay("http://127.0.0.1:5111/base/api"));
+        assert!(!c.is_on_relay("https://127.0.0.1:5110/base/api"));
+        assert!(!c.is_on_relay("http://evil.example/base/api"));
+        let has_token = |url: &str| {
+            c.request(Method::GET, url)
+                .build()
+                .unwrap()
+                .headers()
+                .contains_key(SESSION_HEADER)
+        };
+        assert!(has_token("/api/v1/webchat/me"));
+        assert!(!has_token("http://evil.example/steal"));
     }
 
     #[test]

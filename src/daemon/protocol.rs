@@ -89,7 +89,7 @@ pub struct SendBody {
     #[serde(default)]
     pub reply_to: Option<String>,
     #[serde(default)]
-    pub attachments: Option<Vec<crate::api::messages::Attachment>>,
+    pub attachments: Option<Vec<crate::api::messages::AttachmentRef>>,
 }
 
 /// Every control reply: the protocol version, ok, and what the request returns.

@@ -308,6 +308,7 @@ impl Controller for Shared {
             text: body.text,
             reply_to: body.reply_to,
             attachments: body.attachments,
+            client_message_id: None,
         };
         s.client
             .send(&req)
@@ -773,7 +774,7 @@ fn after_success(shared: &Arc<Shared>, batch: &[InboxRecord], stdout: &str) {
         to: target.clone(),
         text: Some(text),
         reply_to,
-        attachments: None,
+        ..Default::default()
     };
     match verdict {
         GuardVerdict::Allow => {

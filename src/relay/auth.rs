@@ -1,18 +1,20 @@
 //! Login by emailed code, logout, and `me`.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody, token_hash};
-use super::store::{CodeRejection, LoginOutcome, Registration};
+use super::login_policy::{
+    self, CODE_MAX_ATTEMPTS, FAILS_BEFORE_LONG_CODES, FAILS_PER_CLIENT, LONG_WINDOW_MS,
+    SHORT_WINDOW_MS, client_key,
+};
+use super::origin::Caller;
+use super::store::{CodeAttempt, CodeRejection, LoginOutcome, NewChallenge, Registration};
 use crate::api::address::{normalize_address, normalize_email};
 use crate::api::auth::{
     MeResponse, ProfileUpdate, RequestCodeRequest, RequestCodeResponse, VerifyCodeRequest,
@@ -20,65 +22,11 @@ use crate::api::auth::{
 };
 use crate::api::{ErrorBody, ErrorCode, OkResponse, TOKEN_PREFIX, now_millis, rfc3339_from_millis};
 
-/// Wrong tries before a code is void.
-pub const CODE_MAX_ATTEMPTS: u32 = 5;
 /// Longest display name.
 pub const MAX_NAME_CHARS: usize = 80;
 
-/// Per-email and per-IP limits on request-code.
-pub struct CodeLimits {
-    per_email: Option<DefaultKeyedRateLimiter<String>>,
-    per_ip: Option<DefaultKeyedRateLimiter<String>>,
-}
-
-fn per_ten_minutes(n: u32) -> Option<DefaultKeyedRateLimiter<String>> {
-    let burst = NonZeroU32::new(n)?;
-    let quota = Quota::with_period(Duration::from_secs(600) / n)?.allow_burst(burst);
-    Some(RateLimiter::keyed(quota))
-}
-
-impl CodeLimits {
-    pub fn new(per_email: u32, per_ip: u32) -> CodeLimits {
-        CodeLimits {
-            per_email: per_ten_minutes(per_email),
-            per_ip: per_ten_minutes(per_ip),
-        }
-    }
-
-    fn check(&self, email: &str, ip: &str) -> ApiResult<()> {
-        if let Some(l) = &self.per_ip
-            && l.check_key(&ip.to_string()).is_err()
-        {
-            return Err(ApiError::rate_limited(
-                "too many login codes requested from this address; wait a few minutes",
-            ));
-        }
-        if let Some(l) = &self.per_email
-            && l.check_key(&email.to_string()).is_err()
-        {
-            return Err(ApiError::rate_limited(
-                "too many login codes requested for this email; wait a few minutes and use the newest code",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Forgets idle keys so the maps do not grow without bound.
-    pub fn sweep(&self) {
-        for l in [&self.per_email, &self.per_ip].into_iter().flatten() {
-            l.retain_recent();
-        }
-    }
-}
-
-fn code_hash(email: &str, code: &str) -> String {
-    token_hash(&format!("{email}:{}", code.trim()))
-}
-
-fn six_digit_code() -> String {
-    let n: u32 = rand::random_range(0..1_000_000);
-    format!("{n:06}")
-}
+/// Longest login id or code a client may send.
+const MAX_CODE_CHARS: usize = 64;
 
 pub(crate) fn clean_name(name: Option<&str>) -> ApiResult<Option<String>> {
     let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
@@ -115,6 +63,7 @@ fn bad_email(e: String) -> ApiError {
 pub async fn request_code(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     JsonBody(req): JsonBody<RequestCodeRequest>,
 ) -> ApiResult<Json<RequestCodeResponse>> {
     let email = normalize_email(&req.email).map_err(bad_email)?;
@@ -127,7 +76,24 @@ pub async fn request_code(
             "this relay cannot deliver login codes: its operator must set SMTP_HOST (with SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM) or PCHAT_DEV_EXPOSE_CODES=true",
         ));
     }
-    state.code_limits.check(&email, &peer.ip().to_string())?;
+    let client = client_key(peer.ip());
+    let now = now_millis();
+    let pressure = state
+        .store
+        .auth_pressure(&email, &client, now - SHORT_WINDOW_MS, now - LONG_WINDOW_MS)
+        .await?;
+    if config.code_rate_per_ip > 0 && pressure.codes_from_client >= config.code_rate_per_ip {
+        return Err(ApiError::rate_limited(
+            "too many login codes requested from your network address; wait 10 minutes",
+        ));
+    }
+    if config.code_rate_per_email > 0
+        && pressure.codes_for_email_from_client >= config.code_rate_per_email
+    {
+        return Err(ApiError::rate_limited(
+            "too many login codes requested for this email from your network address; wait 10 minutes and use the newest code",
+        ));
+    }
     if !config.may_register(&email) && state.store.user_by_email(&email).await?.is_none() {
         return Err(ApiError::forbidden(
             ErrorCode::RegistrationClosed,
@@ -135,18 +101,36 @@ pub async fn request_code(
         ));
     }
 
-    let code = six_digit_code();
-    let expires_at = now_millis() + (config.code_ttl_secs as i64) * 1000;
+    let expose = config.expose_codes() && caller.may_see_dev_codes();
+    if config.expose_codes() && !expose && state.mailer.is_none() {
+        return Err(ApiError::forbidden(
+            ErrorCode::OriginNotAllowed,
+            "this development relay shows login codes only to its own web app and to programs; open the app the relay serves, or give the relay SMTP settings",
+        ));
+    }
+    let long = pressure.fails_for_email >= FAILS_BEFORE_LONG_CODES;
+    if long {
+        tracing::warn!("many wrong login codes for one email this week; issuing long codes");
+    }
+    let code = login_policy::new_code(long);
+    let (login_id, login_hash) = login_policy::new_login_id();
     state
         .store
-        .put_login_code(&email, &code_hash(&email, &code), expires_at)
+        .put_challenge(NewChallenge {
+            login_hash,
+            code_hash: login_policy::code_hash(&email, &code),
+            email: email.clone(),
+            client,
+            expires_at: now + (config.code_ttl_secs as i64) * 1000,
+            now,
+        })
         .await?;
 
     let mut emailed = false;
     if let Some(mailer) = &state.mailer {
         if let Err(e) = mailer.send_code(&email, &display_name, &code).await {
             tracing::warn!(error = %e, "could not mail a login code");
-            if !config.expose_codes() {
+            if !expose {
                 return Err(ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     ErrorCode::MailFailed,
@@ -160,7 +144,9 @@ pub async fn request_code(
     Ok(Json(RequestCodeResponse {
         ok: true,
         emailed,
-        dev_code: config.expose_codes().then_some(code),
+        dev_code: expose.then(|| code.clone()),
+        login_id,
+        code_length: login_policy::normalize_code(&code).len() as u32,
         expires_in: config.code_ttl_secs,
     }))
 }
@@ -176,9 +162,21 @@ pub async fn request_code(
     ))]
 pub async fn verify_code(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(req): JsonBody<VerifyCodeRequest>,
 ) -> ApiResult<Json<VerifyCodeResponse>> {
     let email = normalize_email(&req.email).map_err(bad_email)?;
+    if req.code.len() > MAX_CODE_CHARS
+        || req
+            .login_id
+            .as_ref()
+            .is_some_and(|l| l.len() > MAX_CODE_CHARS)
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            "code or login_id is too long to be one this relay issued",
+        ));
+    }
     let chat_address = match req.chat_address.as_deref().map(str::trim) {
         Some(a) if !a.is_empty() => Some(
             normalize_address(a)
@@ -187,6 +185,30 @@ pub async fn verify_code(
         _ => None,
     };
     let display_name = clean_name(req.display_name.as_deref())?;
+    let client = client_key(peer.ip());
+    let now = now_millis();
+    let pressure = state
+        .store
+        .auth_pressure(&email, &client, now - SHORT_WINDOW_MS, now - LONG_WINDOW_MS)
+        .await?;
+    if pressure.fails_from_client >= FAILS_PER_CLIENT {
+        return Err(ApiError::rate_limited(
+            "too many wrong login codes from your network address; wait 10 minutes",
+        ));
+    }
+    let attempt = CodeAttempt {
+        code_hash: login_policy::code_hash(&email, &req.code),
+        login_hash: req
+            .login_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(token_hash),
+        email: email.clone(),
+        client,
+        max_attempts: CODE_MAX_ATTEMPTS,
+        now,
+    };
     let reg = Registration {
         allow_new: state.config.may_register(&email),
         email,
@@ -199,18 +221,10 @@ pub async fn verify_code(
     let mut raw = [0u8; 32];
     rand::fill(&mut raw);
     let token = format!("{TOKEN_PREFIX}{}", hex::encode(raw));
-    let now = now_millis();
     let expires_at = now + state.config.session_ttl_secs * 1000;
     let outcome = state
         .store
-        .verify_and_login(
-            &code_hash(&reg.email, &req.code),
-            CODE_MAX_ATTEMPTS,
-            reg,
-            &token_hash(&token),
-            now,
-            expires_at,
-        )
+        .verify_and_login(attempt, reg, &token_hash(&token), expires_at)
         .await?;
     match outcome {
         LoginOutcome::LoggedIn { user, .. } => Ok(Json(VerifyCodeResponse {
@@ -224,7 +238,7 @@ pub async fn verify_code(
         })),
         LoginOutcome::Rejected(CodeRejection::Expired) => Err(ApiError::unauthorized(
             ErrorCode::CodeExpired,
-            "no valid login code for this email (it expired or was used); request a new one",
+            "no valid login code for this email from this client (it expired, was used, or was requested elsewhere); request a new one",
         )),
         LoginOutcome::Rejected(CodeRejection::Wrong { remaining }) => Err(ApiError::unauthorized(
             ErrorCode::CodeInvalid,

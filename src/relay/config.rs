@@ -98,6 +98,33 @@ pub struct RelayConfig {
     /// Login codes one IP may request per 10 minutes (0 = unlimited).
     pub code_rate_per_ip: u32,
     pub sync: SyncMode,
+    /// Web origins besides the relay's own that may call it from a browser
+    /// (PCHAT_CORS_ORIGINS, comma-separated `scheme://host[:port]`).
+    pub cors_origins: Vec<String>,
+    /// Host names a loopback-bound relay answers to besides loopback ones (PCHAT_ALLOWED_HOSTS).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// `scheme://host[:port]` in the form browsers send in `Origin` (lowercase, no default port,
+/// no path), or why not.
+pub fn normalize_origin(raw: &str) -> Result<String, String> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| format!("{raw:?} is not an origin: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{raw:?} is not an http(s) origin"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(format!(
+            "{raw:?} has a path; give only scheme://host[:port]"
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+fn comma_list(v: Option<&str>) -> impl Iterator<Item = &str> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -279,7 +306,21 @@ impl RelayConfig {
                 });
             }
         };
+        let cors_origins = comma_list(get("PCHAT_CORS_ORIGINS"))
+            .map(|o| {
+                normalize_origin(o).map_err(|why| ConfigError::Invalid {
+                    key: "PCHAT_CORS_ORIGINS",
+                    value: o.to_string(),
+                    why,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let allowed_hosts = comma_list(get("PCHAT_ALLOWED_HOSTS"))
+            .map(str::to_ascii_lowercase)
+            .collect();
         Ok(RelayConfig {
+            cors_origins,
+            allowed_hosts,
             host,
             port,
             port_explicit,
@@ -378,6 +419,28 @@ mod tests {
     fn bad_values_are_named() {
         let e = RelayConfig::load(&flags(), &env(&[("PORT", "eleven")])).unwrap_err();
         assert!(e.to_string().contains("PORT"));
+    }
+
+    #[test]
+    fn cors_origins_are_normalized_and_checked() {
+        let c = RelayConfig::load(
+            &flags(),
+            &env(&[(
+                "PCHAT_CORS_ORIGINS",
+                "http://App.Example:8026, https://chat.example.com:443",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.cors_origins,
+            ["http://app.example:8026", "https://chat.example.com"]
+        );
+        let e = RelayConfig::load(
+            &flags(),
+            &env(&[("PCHAT_CORS_ORIGINS", "http://app.example/chat.html")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("PCHAT_CORS_ORIGINS"), "{e}");
     }
 
     #[test]

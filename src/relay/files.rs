@@ -223,6 +223,22 @@ pub async fn upload(
     }))
 }
 
+/// Removes the bytes of uploads whose records were dropped. A failure only leaves an
+/// unreachable file behind (downloads check the record first), so it is logged, not returned.
+pub async fn remove_stored(state: &AppState, file_ids: Vec<String>) {
+    for id in file_ids {
+        if !valid_file_id(&id) {
+            continue;
+        }
+        let path = state.config.upload_dir.join(&id);
+        if let Err(e) = tokio::fs::remove_file(&path).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %id, "could not remove a deleted message's file: {e}");
+        }
+    }
+}
+
 /// `filename="…"` (ASCII fallback) and `filename*=UTF-8''…` (the real name).
 fn content_disposition(disposition: &str, name: &str) -> HeaderValue {
     let ascii: String = name
@@ -241,6 +257,19 @@ fn content_disposition(disposition: &str, name: &str) -> HeaderValue {
         "{disposition}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+/// Whether a stored type is shown in the page rather than downloaded: raster images, audio and
+/// video only. (`image/svg+xml` parses as subtype `svg` with suffix `xml`: it is a document.)
+fn shows_inline(mime: &mime::Mime) -> bool {
+    match mime.type_() {
+        mime::IMAGE => matches!(
+            mime.subtype().as_str(),
+            "png" | "jpeg" | "gif" | "webp" | "avif" | "bmp"
+        ),
+        mime::VIDEO | mime::AUDIO => mime.suffix().is_none(),
+        _ => false,
+    }
 }
 
 /// Downloads a stored file by id (the id is the capability: no session needed, so `<img>`,
@@ -275,9 +304,8 @@ pub async fn download(
         return Err(missing());
     }
     let mut resp = resp.map(Body::new).into_response();
-    // Media shows inline; everything else (and SVG, which can carry script) downloads.
-    let inline = matches!(mime.type_(), mime::IMAGE | mime::VIDEO | mime::AUDIO)
-        && mime.subtype() != "svg+xml";
+    // Media shows inline; everything else (SVG above all, which can carry script) downloads.
+    let inline = shows_inline(&mime);
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_DISPOSITION,
@@ -296,4 +324,25 @@ pub async fn download(
         HeaderValue::from_static("private, max-age=31536000, immutable"),
     );
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_media_shows_inline() {
+        for (m, inline) in [
+            ("image/png", true),
+            ("image/gif", true),
+            ("audio/webm", true),
+            ("video/mp4", true),
+            ("image/svg+xml", false),
+            ("text/html", false),
+            ("application/pdf", false),
+            ("image/x-unknown", false),
+        ] {
+            assert_eq!(shows_inline(&m.parse().unwrap()), inline, "{m}");
+        }
+    }
 }

@@ -14,8 +14,9 @@ use super::store::{NewMessage, Target};
 use crate::api::OkResponse;
 use crate::api::address::{group_target, normalize_address};
 use crate::api::messages::{
-    AckRequest, AckResponse, Attachment, ConversationsResponse, EditRequest, MessageRef,
-    PollRequest, PollResponse, ReportRequest, SendRequest, SendResponse,
+    AckRequest, AckResponse, AttachmentRef, ConversationsResponse, EditRequest,
+    MAX_CLIENT_ID_CHARS, MessageRef, PollRequest, PollResponse, ReportRequest, SendRequest,
+    SendResponse,
 };
 use crate::api::{
     ErrorBody, ErrorCode, MAX_POLL_WAIT_SECS, MAX_TEXT_BYTES, PCHAT_CHANNEL, now_millis,
@@ -29,22 +30,13 @@ const MAX_ATTACHMENTS: usize = 20;
 
 /// Attachments named in a JSON value: an upload answer (`{"attachment": {…}}`), an attachment
 /// (`{"file_id": …}`), `{"attachments": […]}`, or an array of those.
-fn attachments_in(v: &serde_json::Value) -> Option<Vec<Attachment>> {
+fn attachments_in(v: &serde_json::Value) -> Option<Vec<AttachmentRef>> {
     use serde_json::Value;
-    let one = |o: &serde_json::Map<String, Value>| -> Option<Attachment> {
+    let one = |o: &serde_json::Map<String, Value>| -> Option<AttachmentRef> {
         let file_id = o.get("file_id")?.as_str()?.to_string();
-        Some(Attachment {
+        Some(AttachmentRef {
             file_id,
-            name: String::new(),
-            mime: String::new(),
-            size: 0,
-            kind: o
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            url: String::new(),
-            sha256: String::new(),
+            kind: o.get("kind").and_then(Value::as_str).map(str::to_string),
         })
     };
     match v {
@@ -53,14 +45,15 @@ fn attachments_in(v: &serde_json::Value) -> Option<Vec<Attachment>> {
                 return one(a).map(|a| vec![a]);
             }
             if let Some(Value::Array(list)) = o.get("attachments") {
-                let all: Vec<Attachment> =
+                let all: Vec<AttachmentRef> =
                     list.iter().filter_map(attachments_in).flatten().collect();
                 return (!all.is_empty()).then_some(all);
             }
             one(o).map(|a| vec![a])
         }
         Value::Array(list) => {
-            let all: Vec<Attachment> = list.iter().filter_map(attachments_in).flatten().collect();
+            let all: Vec<AttachmentRef> =
+                list.iter().filter_map(attachments_in).flatten().collect();
             (!all.is_empty()).then_some(all)
         }
         _ => None,
@@ -69,7 +62,7 @@ fn attachments_in(v: &serde_json::Value) -> Option<Vec<Attachment>> {
 
 /// The seed's two-step flow puts the upload's metadata block in `text`. Finds such blocks
 /// (the whole text, or lines of it) and returns the remaining caption and the attachments.
-pub(crate) fn split_attachment_block(text: &str) -> Option<(String, Vec<Attachment>)> {
+pub(crate) fn split_attachment_block(text: &str) -> Option<(String, Vec<AttachmentRef>)> {
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim())
         && let Some(found) = attachments_in(&v)
     {
@@ -188,6 +181,21 @@ pub async fn send(
             "reply_to is not a message id",
         ));
     }
+    let client_id = req
+        .client_message_id
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
+    if client_id
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > MAX_CLIENT_ID_CHARS || c.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidRequest,
+            format!(
+                "client_message_id must be 1-{MAX_CLIENT_ID_CHARS} characters without control characters"
+            ),
+        ));
+    }
     let sent = state
         .store
         .send(NewMessage {
@@ -197,6 +205,7 @@ pub async fn send(
             text,
             reply_to,
             attachments,
+            client_id,
             created_at: now_millis(),
         })
         .await?;
@@ -204,6 +213,7 @@ pub async fn send(
         ok: true,
         message_id: sent.public_id,
         created_at: rfc3339_from_millis(sent.created_at),
+        duplicate: sent.duplicate,
     }))
 }
 
@@ -416,10 +426,12 @@ pub async fn delete(
     JsonBody(req): JsonBody<MessageRef>,
 ) -> ApiResult<Json<OkResponse>> {
     let id = message_id_of(&req.message_id)?;
-    state
+    let orphaned = state
         .store
         .delete(session.user.id, id, now_millis())
         .await?;
+    // The records are gone (downloads answer 404 from now on); the bytes follow.
+    super::files::remove_stored(&state, orphaned).await;
     Ok(Json(OkResponse::ok()))
 }
 
@@ -595,7 +607,7 @@ mod tests {
         let (caption, found) = split_attachment_block(upload).unwrap();
         assert_eq!(caption, "");
         assert_eq!(found[0].file_id, "file_1");
-        assert_eq!(found[0].kind, "video");
+        assert_eq!(found[0].kind.as_deref(), Some("video"));
         let mixed = format!("short video\n{}", r#"{"file_id":"file_2","kind":"file"}"#);
         let (caption, found) = split_attachment_block(&mixed).unwrap();
         assert_eq!(caption, "short video");

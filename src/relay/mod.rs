@@ -9,8 +9,10 @@ pub mod files;
 pub mod groups;
 pub mod hub;
 pub mod language;
+pub mod login_policy;
 pub mod mailer;
 pub mod messages;
+pub mod origin;
 pub mod presence;
 pub mod store;
 pub mod web;
@@ -34,7 +36,6 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::auth::CodeLimits;
 use self::config::RelayConfig;
 use self::error::ApiError;
 use self::hub::Hub;
@@ -54,7 +55,6 @@ pub struct Inner {
     pub hub: Arc<Hub>,
     pub config: RelayConfig,
     pub mailer: Option<Mailer>,
-    pub code_limits: CodeLimits,
     /// Released at shutdown so waiting long-polls answer at once.
     pub shutdown: CancellationToken,
     sessions: DashMap<String, (SessionInfo, Instant)>,
@@ -191,6 +191,33 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Longest request target (path and query) the relay takes.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// hyper's own cap on the request head: past it hyper answers 431 itself, with no body. Kept
+/// well above `MAX_URI_BYTES` so a long URL gets our JSON error instead.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Refuses over-long request targets with the JSON error shape.
+async fn uri_limit(req: Request<axum::body::Body>, next: axum::middleware::Next) -> Response {
+    let len = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(0);
+    if len > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            ErrorCode::UriTooLong,
+            format!(
+                "the request URL is {len} bytes; this relay takes up to {} KiB",
+                MAX_URI_BYTES / 1024
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked; answered 500");
     (
@@ -253,19 +280,17 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(state.clone())
         .merge(openapi)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        // The web app may be served from another origin than the relay (the seed runs them
-        // on different ports). Tokens travel in a header, never in cookies, so any origin
-        // may call; it still needs a token.
-        .layer(
-            tower_http::cors::CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
-                .allow_methods(tower_http::cors::Any)
-                .allow_headers(tower_http::cors::Any)
-                .max_age(Duration::from_secs(3600)),
-        )
+        // CORS only for the configured origins; the guard (outside it) refuses other origins,
+        // and foreign Hosts on a loopback relay, before anything else runs.
+        .layer(origin::cors_layer(&state.config))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::guard,
+        ))
+        .layer(axum::middleware::from_fn(uri_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             // Spans carry the method and path only: a query string can hold a token
@@ -344,7 +369,6 @@ pub fn open_state(
     Ok(AppState(Arc::new(Inner {
         store: Arc::new(store),
         hub,
-        code_limits: CodeLimits::new(config.code_rate_per_email, config.code_rate_per_ip),
         mailer,
         config,
         shutdown,
@@ -379,7 +403,14 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayEr
             loop {
                 tick.tick().await;
                 state.hub.sweep();
-                state.code_limits.sweep();
+                let now = now_millis();
+                if let Err(e) = state
+                    .store
+                    .sweep_auth(now - login_policy::LONG_WINDOW_MS, now)
+                    .await
+                {
+                    tracing::warn!("sweeping login activity: {e}");
+                }
                 state
                     .sessions
                     .retain(|_, (_, at)| at.elapsed() < SESSION_CACHE_TTL);
@@ -406,7 +437,7 @@ async fn accept_loop(
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.max_buf_size(8192)
+    http.max_buf_size(MAX_HEAD_BYTES)
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -296,15 +296,47 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str) -> Api {
+        Api::build(base, reqwest::Client::builder())
+    }
+
+    /// A client whose connections come from `ip` (any 127.x.y.z on Linux), so tests can be
+    /// several network addresses without a proxy.
+    pub fn from_address(base: &str, ip: &str) -> Api {
+        let ip: std::net::IpAddr = ip.parse().expect("an IP address");
+        Api::build(base, reqwest::Client::builder().local_address(ip))
+    }
+
+    fn build(base: &str, builder: reqwest::ClientBuilder) -> Api {
         gts_webchat::client::install_crypto();
         Api {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("http client"),
+            http: builder.no_proxy().build().expect("http client"),
             codes: Default::default(),
         }
+    }
+
+    /// A request with arbitrary headers (Origin, Host…), as a browser or attacker sends it.
+    pub async fn with_headers(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let resp = req.send().await.expect("request reached the relay");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("response body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value, headers)
     }
 
     pub async fn raw(
@@ -405,6 +437,30 @@ impl Api {
             .await;
         assert_eq!(s, 200, "send: {v}");
         v["message_id"].as_str().expect("message id").to_string()
+    }
+
+    /// Uploads `bytes` as `name` (with `mime` as the part's type when given); the answer.
+    pub async fn upload(
+        &self,
+        token: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        mime: Option<&str>,
+    ) -> (u16, Value) {
+        let mut part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
+        if let Some(m) = mime {
+            part = part.mime_str(m).expect("a MIME type");
+        }
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/webchat/upload", self.base))
+            .header("X-PChat-Session", token)
+            .multipart(reqwest::multipart::Form::new().part("file", part))
+            .send()
+            .await
+            .expect("upload reached the relay");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn poll(&self, token: &str, body: Value) -> Value {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::api::Kind;
 use crate::api::directory::DirectoryEntry;
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
-use crate::api::messages::{Attachment, ConversationSummary, Message};
+use crate::api::messages::{AttachmentRef, ConversationSummary, Message};
 
 pub use sqlite::{SqliteOptions, SqliteStore, SyncMode};
 
@@ -39,6 +39,45 @@ pub enum CodeRejection {
     Wrong { remaining: u32 },
     /// Too many wrong tries; the code is void.
     Locked,
+}
+
+/// A login challenge: one request-code, bound to the client that asked for it.
+#[derive(Debug, Clone)]
+pub struct NewChallenge {
+    /// SHA-256 of the login id handed to the requester.
+    pub login_hash: String,
+    pub email: String,
+    /// The requester's address key (see `relay::auth::client_key`).
+    pub client: String,
+    pub code_hash: String,
+    pub expires_at: i64,
+    pub now: i64,
+}
+
+/// One verify-code try.
+#[derive(Debug, Clone)]
+pub struct CodeAttempt {
+    pub email: String,
+    /// The login id's hash when the client sent one; otherwise the newest challenge this
+    /// client address asked for is tried.
+    pub login_hash: Option<String>,
+    pub client: String,
+    pub code_hash: String,
+    pub max_attempts: u32,
+    pub now: i64,
+}
+
+/// Recent login activity, counted for the throttle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthPressure {
+    /// Codes this client address requested (any email) since `short_since`.
+    pub codes_from_client: u32,
+    /// Codes this client address requested for this email since `short_since`.
+    pub codes_for_email_from_client: u32,
+    /// Wrong codes tried for this email (from anywhere) since `long_since`.
+    pub fails_for_email: u32,
+    /// Wrong codes tried from this client address (any email) since `short_since`.
+    pub fails_from_client: u32,
 }
 
 /// Who logs in, and what a new identity should look like.
@@ -89,7 +128,9 @@ pub struct NewMessage {
     pub text: String,
     pub reply_to: Option<String>,
     /// Only `file_id` is trusted: the rest is filled in from the stored file.
-    pub attachments: Vec<Attachment>,
+    pub attachments: Vec<AttachmentRef>,
+    /// The sender's id for it: a second send with the same id returns the first message.
+    pub client_id: Option<String>,
     pub created_at: i64,
 }
 
@@ -99,6 +140,8 @@ pub struct SentMessage {
     pub public_id: String,
     pub created_at: i64,
     pub recipients: usize,
+    /// The client id named a message sent before; nothing new was stored.
+    pub duplicate: bool,
 }
 
 /// An uploaded file.
@@ -218,24 +261,29 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // --- identity and sessions
-    /// Replaces any pending code for `email`.
-    async fn put_login_code(
+    /// Counts recent login activity for `email` and `client`.
+    async fn auth_pressure(
         &self,
         email: &str,
-        code_hash: &str,
-        expires_at: i64,
-    ) -> StoreResult<()>;
-    /// Checks the code and, when it matches, consumes it and logs in (creating the identity
-    /// when new), all in one transaction: a refused registration leaves the code usable.
+        client: &str,
+        short_since: i64,
+        long_since: i64,
+    ) -> StoreResult<AuthPressure>;
+    /// Stores a challenge and counts the request.
+    async fn put_challenge(&self, challenge: NewChallenge) -> StoreResult<()>;
+    /// Checks the code against its challenge and, when it matches, consumes every challenge of
+    /// that email and logs in (creating the identity when new), all in one transaction: a
+    /// refused registration leaves the code usable. A wrong code counts against its challenge
+    /// and the email's failure tally.
     async fn verify_and_login(
         &self,
-        code_hash: &str,
-        max_attempts: u32,
+        attempt: CodeAttempt,
         reg: Registration,
         token_hash: &str,
-        now: i64,
         session_expires_at: i64,
     ) -> StoreResult<LoginOutcome>;
+    /// Forgets login activity older than `events_before` and challenges expired by `now`.
+    async fn sweep_auth(&self, events_before: i64, now: i64) -> StoreResult<()>;
     async fn session(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionInfo>>;
     async fn end_session(&self, session_id: i64, now: i64) -> StoreResult<()>;
     async fn user_by_address(&self, address: &str) -> StoreResult<Option<User>>;
@@ -282,7 +330,9 @@ pub trait Store: Send + Sync + 'static {
     /// The author changes a message's text; its receivers get an "edit" event.
     async fn edit(&self, actor: i64, message_id: &str, text: String, now: i64) -> StoreResult<()>;
     /// The author (or an admin of its group) deletes a message; receivers get a "delete".
-    async fn delete(&self, actor: i64, message_id: &str, now: i64) -> StoreResult<()>;
+    /// Returns the uploads no message refers to any more (their records are gone; the caller
+    /// removes the bytes).
+    async fn delete(&self, actor: i64, message_id: &str, now: i64) -> StoreResult<Vec<String>>;
     /// A receiver has read a message; its author gets one "read" event per reader.
     async fn mark_read(&self, reader: i64, message_id: &str, now: i64) -> StoreResult<()>;
     /// A conversation's messages (both directions for a direct one), newest last, before

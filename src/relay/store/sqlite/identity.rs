@@ -6,7 +6,8 @@ use super::{random_hex, sqlite_err};
 use crate::api::directory::DirectoryEntry;
 use crate::api::{Kind, rfc3339_from_millis};
 use crate::relay::store::{
-    CodeRejection, LoginOutcome, PresenceUpdate, Registration, SessionInfo, StoreResult, User,
+    AuthPressure, CodeAttempt, CodeRejection, LoginOutcome, NewChallenge, PresenceUpdate,
+    Registration, SessionInfo, StoreResult, User,
 };
 
 pub(super) const USER_COLS: &str =
@@ -40,41 +41,78 @@ pub(super) fn user_by_address(conn: &Connection, address: &str) -> StoreResult<O
     .map_err(sqlite_err("looking up a user by address"))
 }
 
+/// The challenge a verify try is about: the one its login id names, else the newest one this
+/// client address asked for (the seed's verify call sends no login id).
+fn challenge_for(
+    conn: &Connection,
+    attempt: &CodeAttempt,
+) -> StoreResult<Option<(i64, String, i64, u32)>> {
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+    match &attempt.login_hash {
+        Some(h) => conn
+            .prepare_cached(
+                "SELECT id, code_hash, expires_at, attempts FROM login_challenges
+                 WHERE login_hash = ?1 AND email = ?2",
+            )
+            .and_then(|mut st| st.query_row(params![h, attempt.email], row).optional()),
+        None => conn
+            .prepare_cached(
+                "SELECT id, code_hash, expires_at, attempts FROM login_challenges
+                 WHERE email = ?1 AND client = ?2 AND expires_at > ?3
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![attempt.email, attempt.client, attempt.now], row)
+                    .optional()
+            }),
+    }
+    .map_err(sqlite_err("reading a login challenge"))
+}
+
+fn auth_event(
+    conn: &Connection,
+    kind: &str,
+    email: &str,
+    client: &str,
+    at: i64,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO auth_events (kind, email, client, at) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut st| st.execute(params![kind, email, client, at]))
+    .map_err(sqlite_err("recording login activity"))?;
+    Ok(())
+}
+
 pub(super) fn login(
     conn: &Connection,
-    code_hash: &str,
-    max_attempts: u32,
+    attempt: &CodeAttempt,
     reg: &Registration,
     token_hash: &str,
-    now: i64,
     session_expires_at: i64,
 ) -> StoreResult<LoginOutcome> {
-    let pending: Option<(String, i64, u32)> = conn
-        .prepare_cached("SELECT code_hash, expires_at, attempts FROM login_codes WHERE email = ?1")
-        .and_then(|mut st| {
-            st.query_row([&reg.email], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-        })
-        .map_err(sqlite_err("reading a login code"))?;
-    let Some((stored_hash, expires_at, attempts)) = pending else {
+    let now = attempt.now;
+    let Some((challenge_id, stored_hash, expires_at, attempts)) = challenge_for(conn, attempt)?
+    else {
         return Ok(LoginOutcome::Rejected(CodeRejection::Expired));
     };
     if expires_at <= now {
-        conn.execute("DELETE FROM login_codes WHERE email = ?1", [&reg.email])
-            .map_err(sqlite_err("dropping an expired login code"))?;
+        conn.execute("DELETE FROM login_challenges WHERE id = ?1", [challenge_id])
+            .map_err(sqlite_err("dropping an expired login challenge"))?;
         return Ok(LoginOutcome::Rejected(CodeRejection::Expired));
     }
-    if attempts >= max_attempts {
+    if attempts >= attempt.max_attempts {
         return Ok(LoginOutcome::Rejected(CodeRejection::Locked));
     }
-    if stored_hash != code_hash {
+    if stored_hash != attempt.code_hash {
         conn.execute(
-            "UPDATE login_codes SET attempts = attempts + 1 WHERE email = ?1",
-            [&reg.email],
+            "UPDATE login_challenges SET attempts = attempts + 1 WHERE id = ?1",
+            [challenge_id],
         )
         .map_err(sqlite_err("counting a wrong login code"))?;
+        auth_event(conn, "fail", &attempt.email, &attempt.client, now)?;
         return Ok(LoginOutcome::Rejected(CodeRejection::Wrong {
-            remaining: max_attempts.saturating_sub(attempts + 1),
+            remaining: attempt.max_attempts.saturating_sub(attempts + 1),
         }));
     }
 
@@ -146,8 +184,12 @@ pub(super) fn login(
         }
     };
 
-    conn.execute("DELETE FROM login_codes WHERE email = ?1", [&reg.email])
-        .map_err(sqlite_err("consuming a login code"))?;
+    // Signed in: every other outstanding code for this email is void too.
+    conn.execute(
+        "DELETE FROM login_challenges WHERE email = ?1",
+        [&reg.email],
+    )
+    .map_err(sqlite_err("consuming a login code"))?;
     // A new session continues from the furthest claim of the identity's earlier sessions,
     // so logging in again does not hand back what was already claimed.
     conn.execute(
@@ -162,19 +204,74 @@ pub(super) fn login(
     })
 }
 
-pub(super) fn put_login_code(
+pub(super) fn put_challenge(conn: &Connection, c: &NewChallenge) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO login_challenges (login_hash, email, client, code_hash, expires_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            c.login_hash,
+            c.email,
+            c.client,
+            c.code_hash,
+            c.expires_at,
+            c.now
+        ])
+    })
+    .map_err(sqlite_err("storing a login challenge"))?;
+    auth_event(conn, "code", &c.email, &c.client, c.now)
+}
+
+pub(super) fn auth_pressure(
     conn: &Connection,
     email: &str,
-    code_hash: &str,
-    expires_at: i64,
-) -> StoreResult<()> {
-    conn.execute(
-        "INSERT INTO login_codes (email, code_hash, expires_at, attempts) VALUES (?1, ?2, ?3, 0)
-         ON CONFLICT(email) DO UPDATE SET code_hash = excluded.code_hash,
-             expires_at = excluded.expires_at, attempts = 0",
-        params![email, code_hash, expires_at],
-    )
-    .map_err(sqlite_err("storing a login code"))?;
+    client: &str,
+    short_since: i64,
+    long_since: i64,
+) -> StoreResult<AuthPressure> {
+    let count = |sql: &str, a: &str, b: Option<&str>, since: i64| -> StoreResult<u32> {
+        conn.prepare_cached(sql)
+            .and_then(|mut st| match b {
+                Some(b) => st.query_row(params![a, b, since], |r| r.get(0)),
+                None => st.query_row(params![a, since], |r| r.get(0)),
+            })
+            .map_err(sqlite_err("counting login activity"))
+    };
+    Ok(AuthPressure {
+        codes_from_client: count(
+            "SELECT COUNT(*) FROM auth_events WHERE kind = 'code' AND client = ?1 AND at >= ?2",
+            client,
+            None,
+            short_since,
+        )?,
+        codes_for_email_from_client: count(
+            "SELECT COUNT(*) FROM auth_events
+             WHERE kind = 'code' AND email = ?1 AND client = ?2 AND at >= ?3",
+            email,
+            Some(client),
+            short_since,
+        )?,
+        fails_for_email: count(
+            "SELECT COUNT(*) FROM auth_events WHERE kind = 'fail' AND email = ?1 AND at >= ?2",
+            email,
+            None,
+            long_since,
+        )?,
+        fails_from_client: count(
+            "SELECT COUNT(*) FROM auth_events WHERE kind = 'fail' AND client = ?1 AND at >= ?2",
+            client,
+            None,
+            short_since,
+        )?,
+    })
+}
+
+pub(super) fn sweep_auth(conn: &Connection, events_before: i64, now: i64) -> StoreResult<()> {
+    conn.execute("DELETE FROM auth_events WHERE at < ?1", [events_before])
+        .map_err(sqlite_err("sweeping login activity"))?;
+    conn.execute("DELETE FROM login_challenges WHERE expires_at <= ?1", [now])
+        .map_err(sqlite_err("sweeping login challenges"))?;
     Ok(())
 }
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{WriterState, files, groups, identity, sqlite_err};
+use crate::api::files::attachment_kind;
 use crate::api::files::file_url;
-use crate::api::messages::{Attachment, ConversationSummary, EventType, Message};
+use crate::api::messages::{Attachment, AttachmentRef, ConversationSummary, EventType, Message};
 use crate::api::{Kind, rfc3339_from_millis};
 use crate::relay::store::{Conversation, NewMessage, SentMessage, StoreError, StoreResult, Target};
 
@@ -35,8 +36,12 @@ fn deliver(
     Ok(seq)
 }
 
-/// The stored metadata for attachments named by file id (clients' other fields are ignored).
-fn resolve_attachments(conn: &Connection, wanted: &[Attachment]) -> StoreResult<Vec<Attachment>> {
+/// The stored metadata for attachments named by file id. The kind a sender asks for is taken
+/// only where it fits the file's type (see `attachment_kind`).
+fn resolve_attachments(
+    conn: &Connection,
+    wanted: &[AttachmentRef],
+) -> StoreResult<Vec<Attachment>> {
     wanted
         .iter()
         .map(|a| {
@@ -46,22 +51,44 @@ fn resolve_attachments(conn: &Connection, wanted: &[Attachment]) -> StoreResult<
                     a.file_id
                 ))
             })?;
+            let kind = match a.kind.as_deref().map(str::trim) {
+                Some(k) if !k.is_empty() && k != f.kind => attachment_kind(&f.mime, k).to_string(),
+                _ => f.kind,
+            };
             Ok(Attachment {
                 url: file_url(&f.public_id),
                 file_id: f.public_id,
                 name: f.name,
                 mime: f.mime,
                 size: f.size,
-                // A voice clip stays a voice clip; otherwise the sender may pick the kind.
-                kind: if a.kind.is_empty() {
-                    f.kind
-                } else {
-                    a.kind.clone()
-                },
+                kind,
                 sha256: f.sha256,
             })
         })
         .collect()
+}
+
+/// The message a sender already sent under this client id, if any.
+fn sent_before(
+    conn: &Connection,
+    sender_id: i64,
+    client_id: &str,
+) -> StoreResult<Option<SentMessage>> {
+    conn.prepare_cached(
+        "SELECT public_id, created_at FROM messages WHERE sender_id = ?1 AND client_id = ?2",
+    )
+    .and_then(|mut st| {
+        st.query_row(params![sender_id, client_id], |r| {
+            Ok(SentMessage {
+                public_id: r.get(0)?,
+                created_at: r.get(1)?,
+                recipients: 0,
+                duplicate: true,
+            })
+        })
+        .optional()
+    })
+    .map_err(sqlite_err("looking up a client message id"))
 }
 
 /// The key of a direct conversation, the same from either side (see migration 005).
@@ -101,17 +128,23 @@ pub(super) fn send(
     msg: &NewMessage,
     shared: &mut WriterState,
 ) -> StoreResult<SentMessage> {
-    let (to_target, group_id, recipients, conv) = match &msg.target {
+    if let Some(client_id) = &msg.client_id
+        && let Some(first) = sent_before(conn, msg.sender_id, client_id)?
+    {
+        return Ok(first);
+    }
+    // Every check that can refuse comes before the first write (see the module doc).
+    let (to_target, group_id, recipients, conv, peer) = match &msg.target {
         Target::Address(address) => {
             let Some(user) = identity::user_by_address(conn, address)? else {
                 return Err(StoreError::UnknownRecipient(address.clone()));
             };
-            remember_peers(conn, msg.sender_id, user.id, shared)?;
             (
                 address.clone(),
                 None::<String>,
                 vec![user.id],
                 dm_conv(msg.sender_id, user.id),
+                Some(user.id),
             )
         }
         Target::Group(public_id) => {
@@ -137,6 +170,7 @@ pub(super) fn send(
                 Some(public_id.clone()),
                 members,
                 group_conv(g.rowid),
+                None,
             )
         }
     };
@@ -149,9 +183,12 @@ pub(super) fn send(
                 .map_err(|e| StoreError::InvalidAttachment(e.to_string()))?,
         )
     };
+    if let Some(peer) = peer {
+        remember_peers(conn, msg.sender_id, peer, shared)?;
+    }
     conn.prepare_cached(
-        "INSERT INTO messages (public_id, sender_id, to_target, group_id, text, reply_to, attachments, created_at, conv)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO messages (public_id, sender_id, to_target, group_id, text, reply_to, attachments, created_at, conv, client_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -163,11 +200,19 @@ pub(super) fn send(
             msg.reply_to,
             attachments_json,
             msg.created_at,
-            conv
+            conv,
+            msg.client_id
         ])
     })
     .map_err(sqlite_err("storing a message"))?;
     let rowid = conn.last_insert_rowid();
+    for a in &attachments {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO message_files (message_id, file_id) VALUES (?1, ?2)",
+        )
+        .and_then(|mut st| st.execute(params![rowid, a.file_id]))
+        .map_err(sqlite_err("recording a message's files"))?;
+    }
     // The message as every receiver will see it, for the wakeup.
     let (from, from_name, from_kind): (String, String, String) = conn
         .prepare_cached("SELECT chat_address, display_name, kind FROM users WHERE id = ?1")
@@ -197,6 +242,7 @@ pub(super) fn send(
         public_id: msg.public_id.clone(),
         created_at: msg.created_at,
         recipients: recipients.len(),
+        duplicate: false,
     })
 }
 
@@ -432,7 +478,7 @@ pub(super) fn delete(
     public_id: &str,
     now: i64,
     shared: &mut WriterState,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<String>> {
     let m = stored(conn, public_id)?;
     let group_admin = match &m.group_id {
         Some(g) => match groups::lookup(conn, g)? {
@@ -447,7 +493,7 @@ pub(super) fn delete(
         ));
     }
     if m.deleted {
-        return Ok(());
+        return Ok(Vec::new());
     }
     conn.execute(
         "UPDATE messages SET deleted_at = ?1, text = '', attachments = NULL WHERE id = ?2",
@@ -463,7 +509,30 @@ pub(super) fn delete(
     for user in told {
         deliver(conn, user, m.rowid, Some(event), None, shared)?;
     }
-    Ok(())
+    release_files(conn, m.rowid)
+}
+
+/// Drops a deleted message's links to its uploads and the records of uploads nothing links to
+/// any more; returns those uploads' ids.
+fn release_files(conn: &Connection, rowid: i64) -> StoreResult<Vec<String>> {
+    let linked: Vec<String> = conn
+        .prepare_cached("DELETE FROM message_files WHERE message_id = ?1 RETURNING file_id")
+        .and_then(|mut st| st.query_map([rowid], |r| r.get(0))?.collect())
+        .map_err(sqlite_err("unlinking a message's files"))?;
+    let mut orphaned = Vec::new();
+    for file_id in linked {
+        let still_used: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM message_files WHERE file_id = ?1)")
+            .and_then(|mut st| st.query_row([&file_id], |r| r.get(0)))
+            .map_err(sqlite_err("checking a file's other messages"))?;
+        if !still_used {
+            conn.prepare_cached("DELETE FROM files WHERE public_id = ?1")
+                .and_then(|mut st| st.execute([&file_id]))
+                .map_err(sqlite_err("removing a file record"))?;
+            orphaned.push(file_id);
+        }
+    }
+    Ok(orphaned)
 }
 
 pub(super) fn mark_read(

@@ -1,9 +1,11 @@
 //! SQLite backend: one writer thread with group commit, a pool of readers (WAL).
 //!
 //! Every write is a job sent to the writer thread. The writer takes all jobs that are waiting
-//! (up to a batch limit), runs each inside its own savepoint of one transaction, commits once
-//! (one fsync for the whole batch) and only then answers each job and shared pollers. So a 2xx
-//! answer always means "committed", and many concurrent senders share one fsync.
+//! (up to a batch limit), runs them in one transaction, commits once (one fsync for the whole
+//! batch) and only then answers each job and shared pollers. So a 2xx answer always means
+//! "committed", and many concurrent senders share one fsync. A job makes every check that can
+//! refuse its request before its first write, so a refusal leaves nothing behind for the batch
+//! to commit; a database error rolls the whole batch back and fails every job in it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +20,9 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::oneshot;
 
 use super::{
-    Conversation, FileRecord, LoginOutcome, NewGroup, NewMessage, PresenceUpdate, Registration,
-    Report, SentMessage, SessionInfo, Store, StoreError, StoreResult, User,
+    AuthPressure, CodeAttempt, Conversation, FileRecord, LoginOutcome, NewChallenge, NewGroup,
+    NewMessage, PresenceUpdate, Registration, Report, SentMessage, SessionInfo, Store, StoreError,
+    StoreResult, User,
 };
 use crate::api::directory::DirectoryEntry;
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
@@ -40,6 +43,10 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/003_language_prefs.sql")),
     M::up(include_str!("migrations/004_stream_positions.sql")),
     M::up(include_str!("migrations/005_conversation_key.sql")),
+    M::up(include_str!("migrations/006_login_challenges.sql")),
+    M::up(include_str!(
+        "migrations/007_client_ids_and_message_files.sql"
+    )),
 ];
 
 /// How hard a commit waits for the disk.
@@ -336,39 +343,42 @@ pub(super) fn random_hex(bytes: usize) -> String {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn put_login_code(
+    async fn auth_pressure(
         &self,
         email: &str,
-        code_hash: &str,
-        expires_at: i64,
-    ) -> StoreResult<()> {
-        let (email, code_hash) = (email.to_string(), code_hash.to_string());
-        self.write("storing a login code", move |c, _| {
-            identity::put_login_code(c, &email, &code_hash, expires_at)
+        client: &str,
+        short_since: i64,
+        long_since: i64,
+    ) -> StoreResult<AuthPressure> {
+        let (email, client) = (email.to_string(), client.to_string());
+        self.read(move |c| identity::auth_pressure(c, &email, &client, short_since, long_since))
+            .await
+    }
+
+    async fn put_challenge(&self, challenge: NewChallenge) -> StoreResult<()> {
+        self.write("storing a login challenge", move |c, _| {
+            identity::put_challenge(c, &challenge)
         })
         .await
     }
 
     async fn verify_and_login(
         &self,
-        code_hash: &str,
-        max_attempts: u32,
+        attempt: CodeAttempt,
         reg: Registration,
         token_hash: &str,
-        now: i64,
         session_expires_at: i64,
     ) -> StoreResult<LoginOutcome> {
-        let (code_hash, token_hash) = (code_hash.to_string(), token_hash.to_string());
+        let token_hash = token_hash.to_string();
         self.write("logging in", move |c, _| {
-            identity::login(
-                c,
-                &code_hash,
-                max_attempts,
-                &reg,
-                &token_hash,
-                now,
-                session_expires_at,
-            )
+            identity::login(c, &attempt, &reg, &token_hash, session_expires_at)
+        })
+        .await
+    }
+
+    async fn sweep_auth(&self, events_before: i64, now: i64) -> StoreResult<()> {
+        self.write("sweeping login activity", move |c, _| {
+            identity::sweep_auth(c, events_before, now)
         })
         .await
     }
@@ -496,7 +506,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete(&self, actor: i64, message_id: &str, now: i64) -> StoreResult<()> {
+    async fn delete(&self, actor: i64, message_id: &str, now: i64) -> StoreResult<Vec<String>> {
         let message_id = message_id.to_string();
         self.write("deleting a message", move |c, w: &mut WriterState| {
             messages::delete(c, actor, &message_id, now, w)
