@@ -27,8 +27,7 @@ fn persona_url(sb: &Sandbox, args: &[&str]) -> String {
     v["gui_url"].as_str().expect("gui url").to_string()
 }
 
-#[test]
-fn web_app_in_headless_chromium() {
+fn web_dir() -> PathBuf {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
     assert!(
         web.join("node_modules/playwright-core").is_dir(),
@@ -39,7 +38,85 @@ fn web_app_in_headless_chromium() {
         "no Chromium at {}: install Debian's chromium package (apt-get install chromium) or set CHROMIUM",
         chromium().display()
     );
+    web
+}
 
+fn artifacts() -> PathBuf {
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/web");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    artifacts
+}
+
+/// Runs a browser script with `env`; panics with its output and the relay log's tail when it
+/// fails, returns its stdout when it passes.
+fn run_script(script: &str, relay: &Relay, env: &[(&str, &str)]) -> String {
+    let web = web_dir();
+    let out = Command::new("node")
+        .arg(web.join(script))
+        .current_dir(&web)
+        .env("RELAY_URL", &relay.url)
+        .env("APP_URL", format!("{}/app/webchat/chat.html", relay.url))
+        .env("ARTIFACTS", artifacts())
+        .env("CHROMIUM", chromium())
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .stdin(Stdio::null())
+        .output()
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}\nrelay log tail:\n{}",
+        {
+            let log = relay.log_text();
+            log.lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    );
+    stdout
+}
+
+fn human_url(sb: &Sandbox, relay: &Relay, email: &str, name: &str, address: &str) -> String {
+    persona_url(
+        sb,
+        &[
+            "persona",
+            email,
+            "--name",
+            name,
+            "--chat-address",
+            address,
+            "--kind",
+            "human",
+            "--relay",
+            &relay.url,
+        ],
+    )
+}
+
+/// Pages of other origins, rebound names and hostile links (tests/web/attack.mjs).
+#[test]
+fn web_pages_and_links_cannot_take_over_or_move_a_session() {
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    let ben = human_url(&sb, &relay, "ben@example.com", "Ben", "ben");
+    let mallory = human_url(&sb, &relay, "mallory@example.com", "Mallory", "mallory");
+    let out = run_script(
+        "attack.mjs",
+        &relay,
+        &[("BEN_URL", &ben), ("MALLORY_URL", &mallory)],
+    );
+    eprintln!("{out}");
+}
+
+#[test]
+fn web_app_in_headless_chromium() {
     let sb = Sandbox::new();
     let relay = Relay::start_with(&sb, &[("PCHAT_MAX_UPLOAD_MB", "1")]);
     let r = relay.url.as_str();
@@ -129,40 +206,19 @@ fn web_app_in_headless_chromium() {
         ],
     );
 
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-artifacts/web");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let out = Command::new("node")
-        .arg(web.join("e2e.mjs"))
-        .current_dir(&web)
-        .env("RELAY_URL", r)
-        .env("APP_URL", format!("{r}/app/webchat/chat.html"))
-        .env("BEN_URL", &ben_url)
-        .env("CARA_URL", &cara_url)
-        .env("ARTIFACTS", &artifacts)
-        .env("CHROMIUM", chromium())
-        .env("FIXTURES", sb.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let _ = sb.cmd().args(["daemon", "stop", "--task", "web"]).output();
-    assert!(
-        out.status.success(),
-        "e2e failed:\n{stdout}\n{stderr}\nrelay log tail:\n{}",
-        {
-            let log = relay.log_text();
-            log.lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
+    let fixtures = sb.path().display().to_string();
+    let out = run_script(
+        "e2e.mjs",
+        &relay,
+        &[
+            ("BEN_URL", &ben_url),
+            ("CARA_URL", &cara_url),
+            ("FIXTURES", &fixtures),
+        ],
     );
-    eprintln!("{stdout}");
+    let _ = sb.cmd().args(["daemon", "stop", "--task", "web"]).output();
+    eprintln!("{out}");
+    let artifacts = artifacts();
     for shot in [
         "login.png",
         "directory.png",

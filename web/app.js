@@ -26,6 +26,27 @@ function h(tag, attrs, ...children) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// A session token belongs to the relay that issued it and is only ever sent there: tokens are
+// kept per relay, and the app never carries one relay's token to another.
+const tokenKey = (relay) => 'token:' + relay;
+
+/** A relay address in canonical form (origin + path, no trailing slash), or null. */
+function normRelay(raw) {
+  try {
+    const u = new URL(raw);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') return null;
+    if (u.search || u.hash || u.username || u.password) return null;
+    return (u.origin + u.pathname).replace(/\/+$/, '');
+  } catch (_) {
+    return null;
+  }
+}
+
+function useRelay(relay) {
+  state.relay = relay;
+  state.token = LS.get(tokenKey(relay));
+}
+
 const state = {
   relay: '',
   token: null,
@@ -119,6 +140,7 @@ function showLogin(notice) {
 }
 
 let codeRequested = false;
+let loginId = null; // names our code request, so nobody else's wrong guesses can void it
 async function onLoginSubmit(ev) {
   ev.preventDefault();
   const email = $('login-email').value.trim();
@@ -134,7 +156,9 @@ async function onLoginSubmit(ev) {
         purpose: 'login',
       });
       codeRequested = true;
+      loginId = r.login_id || null;
       $('code-step').hidden = false;
+      $('login-code').placeholder = r.code_length > 6 ? `${r.code_length} letters and digits` : '6 digits';
       $('dev-code').hidden = !r.dev_code;
       $('dev-code').textContent = r.dev_code ? 'Development code: ' + r.dev_code : '';
       $('code-sent').hidden = !r.emailed;
@@ -144,6 +168,7 @@ async function onLoginSubmit(ev) {
       const r = await api('POST', '/api/v1/pchat/auth/verify-code', {
         email,
         code: $('login-code').value.trim(),
+        login_id: loginId || undefined,
         display_name: name || undefined,
         chat_address: address || undefined,
         public_visible: true,
@@ -168,13 +193,13 @@ async function onLoginSubmit(ev) {
 
 function setSession(token) {
   state.token = token;
-  LS.set('token', token);
+  LS.set(tokenKey(state.relay), token);
 }
 
 function sessionExpired() {
   if (!state.token) return;
   state.token = null;
-  LS.set('token', null);
+  LS.set(tokenKey(state.relay), null);
   state.gen++;
   showLogin('Your session has expired. Sign in again.');
 }
@@ -187,7 +212,7 @@ async function signOut() {
     /* best effort */
   }
   state.token = null;
-  LS.set('token', null);
+  LS.set(tokenKey(state.relay), null);
   state.gen++;
   state.convs.clear();
   state.byId.clear();
@@ -941,11 +966,60 @@ async function saveSettings() {
     return;
   }
   if (relay && relay !== state.relay) {
-    // Another relay means another identity: sign in there.
-    LS.set('relay', relay);
-    await signOut();
-    state.relay = relay;
-    showLogin();
+    const next = normRelay(relay);
+    if (!next) {
+      showBanner('That relay URL is not valid: use http(s)://host[:port]');
+      return;
+    }
+    // Another relay means another identity: this one stays signed in for when you come back.
+    LS.set('relay', next);
+    switchRelay(next);
+  }
+}
+
+function switchRelay(relay) {
+  state.gen++;
+  state.convs.clear();
+  state.byId.clear();
+  state.active = null;
+  useRelay(relay);
+  if (state.token) startSession();
+  else showLogin();
+}
+
+// ---- confirmations ----------------------------------------------------------------------
+
+/** Asks the person a yes/no question in a modal; resolves true only for an explicit yes. */
+function confirmChoice({ title, body, yes, no }) {
+  const d = $('confirm');
+  $('confirm-title').textContent = title;
+  $('confirm-body').textContent = body;
+  $('confirm-yes').textContent = yes;
+  $('confirm-no').textContent = no;
+  return new Promise((resolve) => {
+    const done = (answer) => {
+      $('confirm-yes').onclick = null;
+      $('confirm-no').onclick = null;
+      d.oncancel = null;
+      if (d.open) d.close();
+      resolve(answer);
+    };
+    $('confirm-yes').onclick = () => done(true);
+    $('confirm-no').onclick = () => done(false);
+    d.oncancel = () => done(false);
+    d.showModal();
+  });
+}
+
+/** Who a token signs in as on the current relay ("Name (address)"), or null. */
+async function whoIs(token) {
+  try {
+    const r = await fetch(state.relay + '/api/v1/webchat/me', { headers: { 'X-PChat-Session': token } });
+    if (!r.ok) return null;
+    const me = await r.json();
+    return `${me.display_name} (${me.chat_address})`;
+  } catch (_) {
+    return null;
   }
 }
 
@@ -1019,19 +1093,66 @@ function wire() {
   });
 }
 
-function boot() {
+async function boot() {
   wire();
   const params = new URLSearchParams(location.search);
-  const token = params.get('pchat_session');
-  state.relay = (params.get('server_url') || LS.get('relay') || location.origin).replace(/\/+$/, '');
-  if (token) {
-    // The auto-login URL: sign in with its token, then take the token out of the address bar
-    // and this history entry at once.
-    LS.set('relay', state.relay);
-    setSession(token);
-    history.replaceState(null, '', location.pathname + location.hash);
-  } else {
-    state.token = LS.get('token');
+  const linkToken = params.get('pchat_session');
+  const linkRelay = params.get('server_url');
+  // The link's token (and the rest of it) leaves the address bar and history at once.
+  if (linkToken || linkRelay) history.replaceState(null, '', location.pathname + location.hash);
+  // Before tokens were kept per relay there was one; it belonged to the saved relay.
+  const legacy = LS.get('token');
+  if (legacy) {
+    const owner = normRelay(LS.get('relay') || '') || location.origin;
+    if (!LS.get(tokenKey(owner))) LS.set(tokenKey(owner), legacy);
+    LS.set('token', null);
+  }
+  const saved = normRelay(LS.get('relay') || '') || location.origin;
+  let relay = saved;
+  let tokenFits = true; // whether the link's token was made for the relay we end up on
+  if (linkRelay) {
+    const asked = normRelay(linkRelay);
+    if (!asked) {
+      showBanner(`The link names a relay address that is not valid; staying on ${saved}.`);
+      tokenFits = false;
+    } else if (asked !== saved) {
+      // A link may not move the app to another relay (and send it this app's data) silently.
+      const go = await confirmChoice({
+        title: 'Connect to another relay?',
+        body: `This link points the app at the relay ${asked}. You are using ${saved}. ` +
+          `You would sign in to ${asked} separately; nothing from ${saved} is sent there. ` +
+          `Only continue if you trust ${asked}.`,
+        yes: `Connect to ${asked}`,
+        no: `Stay on ${saved}`,
+      });
+      if (go) {
+        relay = asked;
+        LS.set('relay', asked);
+      } else {
+        tokenFits = false;
+      }
+    }
+  }
+  useRelay(relay);
+  if (linkToken && tokenFits && linkToken !== state.token) {
+    if (!state.token) {
+      setSession(linkToken);
+    } else {
+      // Already signed in here: a link must not swap in someone else's identity unasked.
+      const [current, offered] = await Promise.all([whoIs(state.token), whoIs(linkToken)]);
+      if (offered) {
+        const go = await confirmChoice({
+          title: 'Switch identity?',
+          body: `This link signs you in on ${relay} as ${offered}. ` +
+            `You are signed in as ${current || 'someone else'}.`,
+          yes: `Switch to ${offered}`,
+          no: 'Stay signed in as I am',
+        });
+        if (go) setSession(linkToken);
+      } else {
+        showBanner('The sign-in link is expired or not valid on this relay.');
+      }
+    }
   }
   if (state.token) startSession();
   else showLogin();

@@ -1,44 +1,14 @@
 // End-to-end tests of the web app against a real relay and daemon (set up by tests/web.rs).
-// Plain playwright-core with Debian's Chromium; every wait is a condition with a timeout.
-import { chromium } from 'playwright-core';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
+import { env, launch, pageMaker, check, step, tid, run } from './harness.mjs';
 
-const env = process.env;
 const RELAY = env.RELAY_URL;
 const APP = env.APP_URL;
 const ART = env.ARTIFACTS;
-const TIMEOUT = 15000;
 
-const browser = await chromium.launch({
-  executablePath: env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-  ],
-});
-const pages = [];
-async function newPage(viewport = { width: 1280, height: 800 }) {
-  const ctx = await browser.newContext({ viewport });
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(TIMEOUT);
-  page.on('pageerror', (e) => console.error('page error:', e.message));
-  pages.push(page);
-  return page;
-}
-
-function check(cond, message) {
-  if (!cond) throw new Error('check failed: ' + message);
-}
-async function step(name, fn) {
-  process.stdout.write(`- ${name} ... `);
-  const t = Date.now();
-  await fn();
-  console.log(`ok (${Date.now() - t} ms)`);
-}
-const tid = (id) => `[data-testid="${id}"]`;
+const browser = await launch();
+const { pages, newPage } = pageMaker(browser);
 const message = (page, text) => page.locator(tid('message'), { hasText: text });
 // Background tabs render lazily; bring the page forward so the screenshot is immediate.
 const shot = async (page, name) => {
@@ -81,8 +51,7 @@ function png(w, h) {
   ]);
 }
 
-let failed = false;
-try {
+await run(browser, pages, ART, 'result', async () => {
   const ana = await newPage();
 
   await step('sign in by email code (the page shows the dev code)', async () => {
@@ -226,7 +195,7 @@ try {
     await ana.waitForFunction(() => !document.getElementById('settings').open);
     const lang = await ana.evaluate(async (relay) => {
       const r = await fetch(relay + '/api/v1/webchat/language-prefs', {
-        headers: { 'X-PChat-Session': localStorage.getItem('gtswc.token') },
+        headers: { 'X-PChat-Session': localStorage.getItem('gtswc.token:' + relay) },
       });
       return (await r.json()).receive_language;
     }, RELAY);
@@ -266,21 +235,10 @@ try {
     await phone.evaluate(async (relay) => {
       await fetch(relay + '/api/v1/pchat/auth/logout', {
         method: 'POST',
-        headers: { 'X-PChat-Session': localStorage.getItem('gtswc.token') },
+        headers: { 'X-PChat-Session': localStorage.getItem('gtswc.token:' + relay) },
       });
     }, RELAY);
     await phone.locator(tid('directory-search')).fill('any');
     await phone.locator('#login-notice', { hasText: 'expired' }).waitFor();
   });
-} catch (e) {
-  failed = true;
-  console.log('FAILED');
-  console.error(e);
-  for (const [i, p] of pages.entries()) {
-    await p.screenshot({ path: join(ART, `failure-${i}.png`) }).catch(() => {});
-  }
-} finally {
-  await browser.close();
-}
-writeFileSync(join(ART, 'result.txt'), failed ? 'failed\n' : 'ok\n');
-process.exit(failed ? 1 : 0);
+});
