@@ -6,5 +6,6 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod failpoints;
 pub mod private_fs;
 pub mod relay;

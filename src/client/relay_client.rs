@@ -475,15 +475,25 @@ impl RelayClient {
         {
             return Err(ClientError::TooLarge { url, size: n, cap });
         }
-        let dir = dest.parent().unwrap_or(std::path::Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".download-")
-            .tempfile_in(dir)
-            .map_err(|source| ClientError::LocalFile {
-                action: "creating a temp file in",
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        let dir = dest
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
+        let tmp_dir = dir.clone();
+        // File creation and the final rename are blocking calls: off the async threads.
+        let tmp = tokio::task::spawn_blocking(move || {
+            tempfile::Builder::new()
+                .prefix(".download-")
+                .tempfile_in(&tmp_dir)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|source| ClientError::LocalFile {
+            action: "creating a temp file in",
+            path: dir.clone(),
+            source,
+        })?;
         let (std_file, tmp_path) = tmp.into_parts();
         let mut file = tokio::fs::File::from_std(std_file);
         let mut size = 0u64;
@@ -509,11 +519,16 @@ impl RelayClient {
                 path: dest.to_path_buf(),
                 source,
             })?;
-        tmp_path.persist(dest).map_err(|e| ClientError::LocalFile {
-            action: "saving",
-            path: dest.to_path_buf(),
-            source: e.error,
-        })?;
+        let target = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || tmp_path.persist(&target).map_err(|e| e.error))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| ClientError::LocalFile {
+                action: "saving",
+                path: dest.to_path_buf(),
+                source,
+            })?;
         Ok(size)
     }
 

@@ -2,12 +2,19 @@
 //! wakes a batch runner once per inbound message through the `--on-message` hook.
 
 pub mod control;
+pub mod health;
 pub mod hooks;
 pub mod inbox;
+pub mod journal;
 pub mod launch;
 pub mod paths;
+pub mod presence;
 pub mod protocol;
+pub mod receiver;
+pub mod replies;
+pub mod runner;
 pub mod service;
+pub mod session;
 pub mod settings;
 pub mod state;
 pub mod supervisor;

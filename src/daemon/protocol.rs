@@ -26,6 +26,10 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     pub what: String,
+    /// The problem's stable name (relay_unreachable, session_expired, cannot_write_inbox,
+    /// cannot_save_state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub since: String,
     /// When it cleared; `None` while it lasts.
     pub until: Option<String>,
@@ -56,6 +60,9 @@ pub struct Status {
     pub online: bool,
     /// The last problem reaching the relay or storing messages, if it persists.
     pub problem: Option<String>,
+    /// Its stable name (see `Incident::kind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_kind: Option<String>,
     /// Recent problems, oldest first, with when they started and cleared.
     #[serde(default)]
     pub incidents: Vec<Incident>,
@@ -69,6 +76,9 @@ pub struct Status {
     pub running_hook: Option<RunningHook>,
     pub last_hook: Option<HookResult>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Replies decided but not yet taken by the relay.
+    #[serde(default)]
+    pub outbox: usize,
     pub hooks_paused: bool,
     pub hook: Option<String>,
     pub on_busy: String,
@@ -90,6 +100,10 @@ pub struct SendBody {
     pub reply_to: Option<String>,
     #[serde(default)]
     pub attachments: Option<Vec<crate::api::messages::AttachmentRef>>,
+    /// Makes the send idempotent (see `SendRequest::client_message_id`); one is made when
+    /// missing.
+    #[serde(default)]
+    pub client_message_id: Option<String>,
 }
 
 /// Every control reply: the protocol version, ok, and what the request returns.

@@ -1,5 +1,6 @@
 //! The daemon's durable progress (`state.json`, replaced atomically): the relay cursor of what
-//! is safely in the inbox, how far the hook runner got, and dead letters.
+//! is safely in the inbox, how far the hook runner got, dead letters, and the replies decided
+//! but not yet taken by the relay. Only the journal writes it.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,29 @@ pub struct HookResult {
     pub finished_at: String,
 }
 
+/// What an outgoing message is, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutgoingKind {
+    /// The hook's answer (--reply).
+    Reply,
+    /// The loop guard telling a peer that automatic replies stopped.
+    LoopGuardNotice,
+}
+
+/// A message the daemon decided to send. It is saved before it is sent, with its client id,
+/// so sending it again after a crash stores nothing twice at the relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outgoing {
+    pub client_id: String,
+    pub kind: OutgoingKind,
+    pub to: String,
+    pub text: String,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    pub queued_at: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonState {
     /// Relay cursor up to which every event is in inbox.jsonl. `None` until the first start
@@ -38,6 +62,11 @@ pub struct DaemonState {
     /// Relay and address the cursor belongs to; another identity starts afresh.
     #[serde(default)]
     pub identity: Option<String>,
+    /// The inbox seq of the last record `cursor` covers. Records after it were appended but
+    /// the cursor not yet saved (a crash between the two); they belong to this identity, so
+    /// the cursor may catch up with them. `None` in states written before it existed.
+    #[serde(default)]
+    pub cursor_seq: Option<u64>,
     /// Last inbox seq whose hook has finished (succeeded or dead-lettered)…
     #[serde(default)]
     pub hook_seq: u64,
@@ -48,6 +77,9 @@ pub struct DaemonState {
     pub dead: Vec<DeadLetter>,
     #[serde(default)]
     pub last_hook: Option<HookResult>,
+    /// Decided, not yet acknowledged by the relay; sent in order.
+    #[serde(default)]
+    pub outbox: Vec<Outgoing>,
 }
 
 #[derive(Debug, thiserror::Error)]
