@@ -599,3 +599,52 @@ async fn expired_session_says_how_to_log_in_and_code_flag_logs_in() {
         "gts-webchat send --as late-one --to late-one --message back",
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_terminal_sequences_are_printed_escaped_and_json_stays_exact() {
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    let api = relay.api();
+    let eve = api.login("eve@example.com", "eve", "human").await;
+    ok(&run_words(
+        &sb,
+        &[
+            "persona".into(),
+            "me@example.com".into(),
+            "--chat-address".into(),
+            "me-agent".into(),
+            "--relay".into(),
+            relay.url.clone(),
+            "--quiet-url".into(),
+        ],
+    ));
+    // Set the title, write the clipboard (OSC 52), clear the screen, reverse the text.
+    let hostile = "hi\u{1b}]0;pwned\u{7}\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2J\u{202e}gpj.exe";
+    api.send(&eve, "eve", "me-agent", hostile).await;
+    let human = ok(&run_words(
+        &sb,
+        &["inbox".into(), "--as".into(), "me-agent".into()],
+    ));
+    assert!(human.contains("hi"), "{human}");
+    for bad in ['\u{1b}', '\u{7}', '\u{202e}'] {
+        assert!(
+            !human.contains(bad),
+            "raw {bad:?} reached the terminal: {human:?}"
+        );
+    }
+    assert!(human.contains("\\x1b]52;c;"), "shown escaped: {human}");
+
+    // --json is for programs: the exact text.
+    api.send(&eve, "eve", "me-agent", hostile).await;
+    let json_out = ok(&run_words(
+        &sb,
+        &[
+            "inbox".into(),
+            "--as".into(),
+            "me-agent".into(),
+            "--json".into(),
+        ],
+    ));
+    let v: Value = serde_json::from_str(json_out.lines().next().unwrap()).unwrap();
+    assert_eq!(v["text"], json!(hostile));
+}

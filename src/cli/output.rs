@@ -9,8 +9,34 @@ use crate::private_fs::FsError;
 
 use super::{Failure, exit};
 
-/// One message as a person reads it: time, sender, text, then attachment links.
+/// Text a sender wrote, made safe to print on a terminal: control characters (ESC and the
+/// rest of C0 but newline and tab, DEL, C1) and the bidirectional overrides that reorder what
+/// is shown are printed as visible `\x..` / `\u{..}` escapes. Otherwise a message could set
+/// the terminal's title, write its clipboard (OSC 52), clear the screen, or disguise itself.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            c if (c as u32) < 0x20 || (0x7f..=0x9f).contains(&(c as u32)) => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One message as a person reads it: time, sender, text, then attachment links. Everything
+/// the sender controls is passed through `terminal_safe`.
 pub fn message_text(m: &Message, relay_base: &str) -> String {
+    terminal_safe(&message_text_raw(m, relay_base))
+}
+
+fn message_text_raw(m: &Message, relay_base: &str) -> String {
     let who = format!("{} ({})", m.from_name, m.from);
     let kind = if m.from_kind == crate::api::Kind::Agent {
         " [agent]"
@@ -178,4 +204,35 @@ pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn escapes_what_a_terminal_would_obey() {
+        let hostile =
+            "hi\u{1b}]0;pwned\u{7}\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2J\r\u{9b}31m\u{202e}txt.exe";
+        let safe = terminal_safe(hostile);
+        assert_eq!(
+            safe,
+            "hi\\x1b]0;pwned\\x07\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\x0d\\x9b31m\\u{202e}txt.exe"
+        );
+        assert_eq!(
+            terminal_safe("two\nlines\tand tabs, café ✓"),
+            "two\nlines\tand tabs, café ✓"
+        );
+    }
+
+    proptest! {
+        /// Whatever a message holds, what is printed has no control character but newline and
+        /// tab.
+        #[test]
+        fn nothing_but_newline_and_tab_survives(s in any::<String>()) {
+            let out = terminal_safe(&s);
+            prop_assert!(!out.chars().any(|c| c.is_control() && c != '\n' && c != '\t'));
+        }
+    }
 }

@@ -54,7 +54,7 @@ fn print_line(line: &str, json: bool, relay: &str) -> CliResult {
         Ok(r) => {
             let mut text = message_text(&r.message, relay);
             for p in &r.attachment_paths {
-                text.push_str(&format!("\n    saved: {p}"));
+                text.push_str(&format!("\n    saved: {}", super::output::terminal_safe(p)));
             }
             text_line(&text)
         }
