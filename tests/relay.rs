@@ -195,17 +195,13 @@ async fn long_poll_wakes_shares_cursors_and_is_released_at_shutdown() {
     };
     // Both must be parked in their wait before the send, or this would not test a wakeup.
     relay.wait_requests(POLL, before, 2);
-    let sent_at = Instant::now();
     api.send(&alice, "alice", "bob", "wake up").await;
+    // A poll that timed out would answer empty: the message in hand means it was woken.
     let (r1, r2) = tokio::time::timeout(Duration::from_secs(30), async {
         (p1.await.unwrap(), p2.await.unwrap())
     })
     .await
     .expect("pollers woke");
-    assert!(
-        sent_at.elapsed() < Duration::from_secs(55),
-        "woken, not timed out"
-    );
     assert_eq!(texts(&r1), vec!["wake up"]);
     assert_eq!(r1["messages"], r2["messages"]);
     assert_eq!(r1["next_cursor"], r2["next_cursor"]);
@@ -279,17 +275,15 @@ async fn long_poll_wakes_shares_cursors_and_is_released_at_shutdown() {
     };
     // The poll must be parked before SIGTERM.
     relay.wait_requests(POLL, before, 1);
-    let stopped_at = Instant::now();
     let status = relay.terminate();
     assert!(status.success(), "relay exit status {status:?}");
-    let released = tokio::time::timeout(Duration::from_secs(30), waiting)
+    // It asked to wait 90 s; an answer within 30 is the release.
+    let (code, body, _) = tokio::time::timeout(Duration::from_secs(30), waiting)
         .await
-        .expect("poll released at shutdown");
-    if let Ok((code, body, _)) = released {
-        assert_eq!(code, 200, "{body}");
-        assert!(body["messages"].as_array().unwrap().is_empty());
-    }
-    assert!(stopped_at.elapsed() < Duration::from_secs(60));
+        .expect("poll released at shutdown")
+        .expect("the waiting poll got an answer, not a dropped connection");
+    assert_eq!(code, 200, "{body}");
+    assert!(body["messages"].as_array().unwrap().is_empty());
 }
 
 /// Every endpoint that needs a session, with a body that would otherwise be valid.
@@ -940,32 +934,29 @@ async fn presence_lapses_without_refresh_and_ip_rate_limit_holds() {
     let relay = Relay::start_with(
         &sb,
         &[
-            ("PCHAT_PRESENCE_TTL_SECS", "1"),
+            ("PCHAT_PRESENCE_TTL_SECS", "3"),
             ("PCHAT_CODE_RATE_PER_IP", "4"),
         ],
     );
     let api = relay.api();
     let a = api.login("a@example.com", "lapsing", "agent").await;
     let b = api.login("b@example.com", "watcher", "human").await;
-    let reported_at = Instant::now();
     let (s, v) = api.post(PRESENCE, Some(&a), json!({"visible": true})).await;
     assert_eq!(s, 200);
-    assert_eq!(v["ttl"], json!(1));
+    assert_eq!(v["ttl"], json!(3));
     let online = |v: &Value| v["results"][0]["online"].as_bool().unwrap();
-    let (_, v) = api
+    let (_, fresh) = api
         .get("/api/v1/webchat/directory?q=lapsing", Some(&b))
         .await;
-    // Online while fresh (unless this machine was too slow to look within the TTL).
-    if reported_at.elapsed() < Duration::from_millis(900) {
-        assert!(online(&v), "{v}");
-    }
-    let v = wait_for(Duration::from_secs(10), "presence to lapse", || {
+    assert!(online(&fresh), "online right after reporting: {fresh}");
+    // Not refreshed, it lapses by itself; last_seen stays the time of the report.
+    let v = wait_for(Duration::from_secs(15), "presence to lapse", || {
         let v = futures_block(api.get("/api/v1/webchat/directory?q=lapsing", Some(&b))).1;
         (!online(&v)).then_some(v)
     });
-    assert!(
-        reported_at.elapsed() >= Duration::from_millis(900),
-        "lapsed too early: {v}"
+    assert_eq!(
+        v["results"][0]["last_seen"], fresh["results"][0]["last_seen"],
+        "nothing refreshed it: {v}"
     );
 
     // Two logins used 2 of the 4 codes this IP may request; the fifth request is refused.

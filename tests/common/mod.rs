@@ -244,14 +244,22 @@ pub fn signal(pid: u32, sig: &str) {
 
 pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
+    let mut wait = || {
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        if Instant::now() > deadline {
-            return None;
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
         }
-        std::thread::sleep(Duration::from_millis(10));
+        _ => wait(),
     }
 }
 
@@ -271,17 +279,26 @@ fn read_listening_url(stdout: std::process::ChildStdout, limit: Duration) -> Opt
     rx.recv_timeout(limit).ok()
 }
 
-/// Polls `cond` until it holds or the deadline passes.
+/// Polls `cond` until it holds or the deadline passes. Called from an async test, the wait
+/// tells the runtime this worker blocks, so the test's other tasks keep running meanwhile.
 pub fn wait_for<T>(limit: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = cond() {
-            return v;
+    let mut wait = || {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(v) = cond() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {limit:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        if Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for {what}");
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
         }
-        std::thread::sleep(Duration::from_millis(10));
+        _ => wait(),
     }
 }
 
