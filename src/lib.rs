@@ -7,5 +7,6 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod failpoints;
+pub mod hosts;
 pub mod private_fs;
 pub mod relay;

@@ -1,5 +1,6 @@
-//! The hooks in hooks/, run the way the daemon runs them, with stand-in runner programs in
-//! place of real models.
+//! The hooks in hooks/, run by the daemon: the batch-wake example with a runner program of
+//! the user's own (any program that reads the prompt on stdin), and the log hook. The real AI
+//! host CLIs are driven in tests/hosts.rs.
 
 mod common;
 
@@ -22,181 +23,22 @@ fn write_exec(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// A stand-in for a host CLI: records its argv (one per line) and stdin, prints an answer.
-fn fake_host(bin: &Path, name: &str, rec: &Path) {
-    write_exec(
-        &bin.join(name),
-        &format!(
-            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > {r}/{name}.argv\nfor a in \"$@\"; do [ -f \"$a\" ] && cat \"$a\" >> {r}/{name}.stdin; done\ncat >> {r}/{name}.stdin\necho \"ANSWER from {name}\"\n",
-            r = rec.display()
-        ),
-    );
-}
-
-fn record(text: &str) -> String {
-    json!({"seq": 1, "cursor": "1", "type": "message", "message_id": "msg_1", "from": "human-1",
-           "from_name": "Human", "from_kind": "human", "to": "agent-1", "text": text,
-           "created_at": "2026-01-01T00:00:00Z", "reply_to": null, "attachments": [],
-           "received_at": "2026-01-01T00:00:00Z"})
-    .to_string()
-}
-
-/// Runs the batch-wake hook once as the daemon would, returning (status ok, stdout).
-fn wake(sb: &Sandbox, bin: &Path, runner: &str, text: &str) -> (bool, String, String) {
-    let inbox_dir = sb.path().join("task");
-    std::fs::create_dir_all(&inbox_dir).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut child = Command::new(hook_path("webchat-batch-wake.sh"))
-        .env("PATH", path)
-        .env("HOME", sb.path())
-        .env("WEBCHAT_RUNNER", runner)
-        .env("WEBCHAT_WORKDIR", sb.path())
-        .env("GTS_WEBCHAT_TASK", "t")
-        .env("GTS_WEBCHAT_BIN", BIN)
-        .env("GTS_WEBCHAT_INBOX", inbox_dir.join("inbox.jsonl"))
-        .env("GTS_WEBCHAT_CHAT_ADDRESS", "agent-1")
-        .env("GTS_WEBCHAT_MESSAGE_ID", "msg_1")
-        .env("GTS_WEBCHAT_FROM", "human-1")
-        .env("GTS_WEBCHAT_FROM_NAME", "Human")
-        .env("GTS_WEBCHAT_TYPE", "message")
-        .env("GTS_WEBCHAT_TEXT", text)
-        .env("GTS_WEBCHAT_BATCH_COUNT", "1")
-        .env("XDG_STATE_HOME", sb.path().join("state"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{}\n", record(text)).as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The recorded argv (NUL-separated, so multi-line arguments stay whole).
-fn argv(rec: &Path, name: &str) -> Vec<String> {
-    std::fs::read_to_string(rec.join(format!("{name}.argv")))
-        .unwrap_or_default()
-        .split('\0')
-        .filter(|a| !a.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
-fn every_preset_runs_its_host_for_one_turn_then_resumes() {
-    let sb = Sandbox::new();
-    let bin = sb.path().join("bin");
-    let rec = sb.path().join("rec");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(&rec).unwrap();
-    let hosts = [
-        ("codex", "codex"),
-        ("claude", "claude"),
-        ("aider", "aider"),
-        ("gemini", "gemini"),
-        ("opencode", "opencode"),
-        ("goose", "goose"),
-        ("cursor", "cursor-agent"),
-    ];
-    for (_, program) in hosts {
-        fake_host(&bin, program, &rec);
+fn the_hook_names_what_is_wrong_with_its_runner() {
+    for (runner, want) in [
+        ("", "set WEBCHAT_RUNNER"),
+        ("/no/such/program", "neither a known host nor an executable"),
+    ] {
+        let out = Command::new(hook_path("webchat-batch-wake.sh"))
+            .env("WEBCHAT_RUNNER", runner)
+            .env("GTS_WEBCHAT_BIN", BIN)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{runner:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{runner:?}: {err}");
     }
-    // Hostile text must reach the runner verbatim and run nothing.
-    let pwned = sb.path().join("pwned");
-    let evil = format!(
-        "hi $(touch {p}) `touch {p}`; touch {p} \"quoted\" 'single'",
-        p = pwned.display()
-    );
-    for (runner, program) in hosts {
-        let (ok, out, err) = wake(&sb, &bin, runner, &evil);
-        assert!(ok, "{runner}: {err}");
-        assert_eq!(
-            out.trim(),
-            format!("ANSWER from {program}"),
-            "{runner} stdout is the answer only"
-        );
-        let args = argv(&rec, program);
-        let stdin =
-            std::fs::read_to_string(rec.join(format!("{program}.stdin"))).unwrap_or_default();
-        let prompt_seen = args.iter().any(|a| a.contains(&evil)) || stdin.contains(&evil);
-        assert!(
-            prompt_seen,
-            "{runner} did not get the message text verbatim: {args:?}"
-        );
-        let first: Vec<&str> = args
-            .iter()
-            .map(String::as_str)
-            .filter(|a| !a.contains('\n') && !a.contains(&evil))
-            .collect();
-        match runner {
-            "codex" => assert_eq!(
-                first,
-                [
-                    "exec",
-                    "--skip-git-repo-check",
-                    "-s",
-                    "workspace-write",
-                    "-"
-                ]
-            ),
-            "claude" => assert_eq!(first, ["-p", "--output-format", "text"]),
-            "aider" => assert_eq!(
-                first[..first.len() - 1],
-                [
-                    "--no-auto-commits",
-                    "--no-pretty",
-                    "--no-stream",
-                    "--message-file"
-                ]
-            ),
-            "gemini" => assert_eq!(first, ["-p"]),
-            "opencode" => assert_eq!(first, ["run"]),
-            "goose" => assert_eq!(first, ["run", "-q", "-n", "webchat-t", "-t"]),
-            "cursor" => assert_eq!(first, ["-p", "--output-format", "text"]),
-            _ => unreachable!(),
-        }
-    }
-    assert!(!pwned.exists(), "message text was executed");
-
-    // Second turn: each host's continue/resume form.
-    for (runner, program) in hosts {
-        let (ok, _, err) = wake(&sb, &bin, runner, "second turn");
-        assert!(ok, "{runner}: {err}");
-        let args = argv(&rec, program);
-        let resumed = match runner {
-            "codex" => args.starts_with(&["exec".into(), "resume".into(), "--last".into()]),
-            "claude" => args.first().map(String::as_str) == Some("-c"),
-            "aider" => args.contains(&"--restore-chat-history".to_string()),
-            "gemini" => args.starts_with(&["-r".into(), "latest".into()]),
-            "opencode" => args.starts_with(&["run".into(), "-c".into()]),
-            "goose" => args.starts_with(&["run".into(), "-r".into()]),
-            "cursor" => args.first().map(String::as_str) == Some("-p"),
-            _ => false,
-        };
-        assert!(resumed, "{runner} second turn: {args:?}");
-    }
-
-    // Unknown runner: a clear error, non-zero.
-    let (ok, _, err) = wake(&sb, &bin, "no-such-host", "x");
-    assert!(!ok);
-    assert!(
-        err.contains("neither a known host nor an executable"),
-        "{err}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,22 +105,24 @@ async fn batch_wake_through_the_daemon_prompts_with_history_and_replies() {
         (events_of(&v, "message").len() == 2).then_some(())
     });
     let second = std::fs::read_to_string(prompts.join("1.txt")).unwrap();
-    assert!(
-        second.contains("first question"),
-        "history in the prompt:\n{second}"
+    // The history: the first question and the agent's own answer to it, before the new one,
+    // each fenced, with who wrote it said outside the fence.
+    let first_q = second
+        .find("first question")
+        .expect("history in the prompt");
+    let own = second
+        .find("model turn 0")
+        .expect("the agent's own reply in the history");
+    let new_q = second.rfind("second question").unwrap();
+    assert!(first_q < own && own < new_q, "oldest first:\n{second}");
+    assert!(second.contains("From human-1 (a person, a relay account verified by email)"));
+    assert!(second.contains("You (agent-1) wrote"));
+    assert_eq!(
+        second.matches("second question").count(),
+        1,
+        "the new message is not repeated as history:\n{second}"
     );
-    assert!(
-        second.contains("New message from human-1 (human-1)") || second.contains("from human-1"),
-        "{second}"
-    );
-    assert!(
-        second
-            .trim_end()
-            .ends_with("Reply with the text to send back to them, and nothing else.")
-    );
-    let tail_pos = second.find("first question").unwrap();
-    let new_pos = second.rfind("second question").unwrap();
-    assert!(tail_pos < new_pos, "history comes before the new message");
+    assert!(second.trim_end().ends_with("no quoting of this prompt."));
     let o = sb
         .cmd()
         .args(["daemon", "stop", "--task", "wake"])

@@ -84,8 +84,22 @@ pub struct StartArgs {
     pub identity: IdentityArgs,
     /// Program run once per inbound message (directly, never through a shell), with the
     /// message as one JSON line on stdin. Put it last: its arguments run to the next flag.
-    #[arg(long, num_args = 1.., value_name = "PROGRAM [ARGS]")]
+    #[arg(long, num_args = 1.., value_name = "PROGRAM [ARGS]", conflicts_with = "runner")]
     pub on_message: Option<Vec<String>>,
+    /// Wake an AI host for one turn per message: runs `gts-webchat run-host PRESET` as the
+    /// hook (codex, claude, gemini, qwen, opencode, copilot, aider, cursor, goose)
+    #[arg(long, value_name = "PRESET")]
+    pub runner: Option<String>,
+    /// An extra argument for the host (repeat for several), e.g. --runner-arg=--model
+    #[arg(long = "runner-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub runner_args: Vec<String>,
+    /// Post a live status of each turn (started, progress, finished or failed) into this stream
+    /// group (group:grp_…), so a person sees the agent work
+    #[arg(long, value_name = "group:ID")]
+    pub publish: Option<String>,
+    /// Stop posting turn status (undoes a saved --publish)
+    #[arg(long, conflicts_with = "publish")]
+    pub no_publish: bool,
     /// What to do with messages that arrive while a hook runs [default: queue]
     #[arg(long, value_enum)]
     pub on_busy: Option<BusyArg>,
@@ -207,6 +221,44 @@ fn merged_settings(args: &StartArgs, paths: &TaskPaths) -> Result<TaskSettings, 
             args: rest.to_vec(),
         });
     }
+    if let Some(preset) = &args.runner {
+        if crate::hosts::presets::find(preset).is_none() {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!(
+                    "--runner {preset:?} is not a host gts-webchat knows; choose one of: {}",
+                    crate::hosts::presets::names().join(", ")
+                ),
+            ));
+        }
+        let program = std::env::current_exe().map_err(|e| {
+            Failure::new(
+                exit::LOCAL,
+                format!("cannot find this gts-webchat binary: {e}"),
+            )
+        })?;
+        let mut hook_args = vec!["run-host".to_string(), preset.clone()];
+        if !args.runner_args.is_empty() {
+            hook_args.push("--".into());
+            hook_args.extend(args.runner_args.iter().cloned());
+        }
+        s.hook = Some(HookSettings {
+            program,
+            args: hook_args,
+        });
+    }
+    if let Some(target) = &args.publish {
+        if crate::api::address::group_target(target).is_none() {
+            return Err(Failure::new(
+                exit::USAGE,
+                format!("--publish takes a stream group as group:grp_…, not {target:?}"),
+            ));
+        }
+        s.publish = Some(target.clone());
+    }
+    if args.no_publish {
+        s.publish = None;
+    }
     if let Some(b) = args.on_busy {
         s.on_busy = match b {
             BusyArg::Queue => BusyPolicy::Queue,
@@ -237,7 +289,7 @@ fn merged_settings(args: &StartArgs, paths: &TaskPaths) -> Result<TaskSettings, 
     if s.reply && s.hook.is_none() {
         return Err(Failure::new(
             exit::USAGE,
-            "--reply sends the hook's output back, so it needs --on-message PROGRAM",
+            "--reply sends the hook's output back, so it needs --on-message PROGRAM or --runner PRESET",
         ));
     }
     Ok(s)

@@ -16,3 +16,7 @@ pub const LOCAL: i32 = 5;
 pub const NOT_RUNNING: i32 = 6;
 /// The daemon is already running.
 pub const ALREADY_RUNNING: i32 = 7;
+/// The AI host ran and failed (run-host): its own reason is on stderr.
+pub const HOST_FAILED: i32 = 8;
+/// The AI host is not installed or not on PATH (run-host).
+pub const HOST_MISSING: i32 = 9;

@@ -9,6 +9,7 @@ mod messaging;
 pub mod output;
 mod persona_cmd;
 mod relay_cmd;
+mod run_host_cmd;
 mod tail_cmd;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,8 @@ pub enum Command {
     Daemon(daemon_cmd::DaemonCommand),
     /// Show a task's inbox (the last N messages; -f follows).
     Tail(tail_cmd::TailArgs),
+    /// One turn of an AI host per message: the daemon's hook for `--runner PRESET`.
+    RunHost(run_host_cmd::RunHostArgs),
     /// The seed's webchat_cli.py flags, unchanged (`gts-webchat cli EMAIL --name … --watch`).
     Cli(compat::CompatArgs),
     /// Print a shell completion script.
@@ -94,6 +97,7 @@ pub fn main() -> i32 {
         Command::Cli(args) => client_runtime(compat::run(args)),
         Command::Daemon(cmd) => daemon_cmd::dispatch(cmd),
         Command::Tail(args) => tail_cmd::run(&args),
+        Command::RunHost(args) => run_host_cmd::run(args),
         Command::Completions(args) => docs::completions(&args),
         Command::Man => docs::man(),
     };

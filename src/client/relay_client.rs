@@ -354,6 +354,25 @@ impl RelayClient {
         self.execute("searching the directory", req).await
     }
 
+    /// A conversation (`with` an address or `group:grp_…`), oldest first: the newest `limit`
+    /// messages, or those before the history position `before`.
+    pub async fn history(
+        &self,
+        with: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> ClientResult<PollResponse> {
+        let mut q = vec![("with", with.to_string()), ("limit", limit.to_string())];
+        if let Some(b) = before {
+            q.push(("before", b.to_string()));
+        }
+        let req = self
+            .request(Method::GET, "/api/v1/webchat/history")
+            .query(&q)
+            .timeout(REQUEST_TIMEOUT);
+        self.execute("reading a conversation", req).await
+    }
+
     pub async fn send(&self, req: &SendRequest) -> ClientResult<SendResponse> {
         self.json(
             "sending a message",

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{PROTOCOL_VERSION, Reply, SendBody, Status};
+use super::protocol::{HistoryBody, PROTOCOL_VERSION, Reply, SendBody, Status};
 use crate::private_fs::{self, FsError};
 
 /// Largest control request body.
@@ -29,6 +29,10 @@ pub trait Controller: Send + Sync + 'static {
     async fn status(&self) -> Status;
     fn stop(&self);
     async fn send(&self, body: SendBody) -> Result<String, String>;
+    async fn history(
+        &self,
+        body: HistoryBody,
+    ) -> Result<Vec<crate::api::messages::Message>, String>;
     fn set_paused(&self, paused: bool);
     fn retry_dead_letters(&self) -> usize;
 }
@@ -137,6 +141,21 @@ async fn handle(
                 return Ok(json_response(
                     StatusCode::BAD_REQUEST,
                     &Reply::err(format!("bad send request: {e}")),
+                ));
+            }
+        },
+        (Method::POST, "/history") => match serde_json::from_slice::<HistoryBody>(&body) {
+            Ok(b) => match ctl.history(b).await {
+                Ok(messages) => Reply {
+                    messages: Some(messages),
+                    ..Reply::ok()
+                },
+                Err(e) => Reply::err(e),
+            },
+            Err(e) => {
+                return Ok(json_response(
+                    StatusCode::BAD_REQUEST,
+                    &Reply::err(format!("bad history request: {e}")),
                 ));
             }
         },
@@ -317,6 +336,12 @@ mod tests {
             } else {
                 Ok("msg_1".into())
             }
+        }
+        async fn history(
+            &self,
+            _: HistoryBody,
+        ) -> Result<Vec<crate::api::messages::Message>, String> {
+            Ok(Vec::new())
         }
         fn set_paused(&self, _: bool) {}
         fn retry_dead_letters(&self) -> usize {

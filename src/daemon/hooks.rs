@@ -32,6 +32,8 @@ pub struct HookContext {
     pub socket: String,
     /// This gts-webchat binary, so hooks can call `tail` or `send --task` without PATH.
     pub bin: String,
+    /// Where run-host posts turn status (--publish), if anywhere.
+    pub publish: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +83,10 @@ fn environment(
         ("GTS_WEBCHAT_RELAY", ctx.relay.clone()),
         ("GTS_WEBCHAT_SOCKET", ctx.socket.clone()),
         ("GTS_WEBCHAT_BIN", ctx.bin.clone()),
+        (
+            "GTS_WEBCHAT_PUBLISH",
+            ctx.publish.clone().unwrap_or_default(),
+        ),
         ("GTS_WEBCHAT_MESSAGE_ID", get(|m| m.message_id.clone())),
         ("GTS_WEBCHAT_FROM", get(|m| m.from.clone())),
         (

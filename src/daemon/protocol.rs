@@ -106,6 +106,15 @@ pub struct SendBody {
     pub client_message_id: Option<String>,
 }
 
+/// `POST /history`: a conversation as the relay has it (the agent's own messages included).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryBody {
+    /// A chat address or `group:grp_…`.
+    pub with: String,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
 /// Every control reply: the protocol version, ok, and what the request returns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply {
@@ -119,6 +128,9 @@ pub struct Reply {
     pub message_id: Option<String>,
     #[serde(default)]
     pub retried: Option<usize>,
+    /// `/history`: the conversation, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<crate::api::messages::Message>>,
 }
 
 impl Reply {
@@ -130,6 +142,7 @@ impl Reply {
             status: None,
             message_id: None,
             retried: None,
+            messages: None,
         }
     }
     pub fn err(e: impl Into<String>) -> Reply {

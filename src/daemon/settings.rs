@@ -114,6 +114,9 @@ pub struct TaskSettings {
     /// Largest inbound attachment the daemon downloads, in bytes.
     #[serde(default = "default_attachment_cap")]
     pub attachment_cap_bytes: u64,
+    /// A stream group (`group:grp_…`) where run-host posts a live status of each turn.
+    #[serde(default)]
+    pub publish: Option<String>,
 }
 
 fn default_hook_timeout() -> u64 {
@@ -149,6 +152,7 @@ impl TaskSettings {
             reply_window_secs: default_reply_window(),
             stop_grace_secs: default_stop_grace(),
             attachment_cap_bytes: default_attachment_cap(),
+            publish: None,
         }
     }
 

@@ -25,12 +25,12 @@ use super::health::Health;
 use super::hooks::HookContext;
 use super::journal::{self, Journal};
 use super::paths::{TaskName, TaskPaths};
-use super::protocol::{PROTOCOL_VERSION, Phase, SendBody, Status};
+use super::protocol::{HistoryBody, PROTOCOL_VERSION, Phase, SendBody, Status};
 use super::runner::{RunnerMsg, RunnerView};
 use super::session::Sessions;
 use super::settings::{BusyPolicy, TaskSettings};
 use super::{presence, receiver, replies, runner};
-use crate::api::messages::SendRequest;
+use crate::api::messages::{Message, SendRequest};
 use crate::api::{FREE_PHONE_ID, PCHAT_CHANNEL, now_millis, rfc3339_from_millis};
 
 /// What presence should say.
@@ -81,6 +81,7 @@ impl Daemon {
             bin: std::env::current_exe()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| "gts-webchat".into()),
+            publish: self.settings.publish.clone(),
         }
     }
 }
@@ -165,6 +166,17 @@ impl Controller for Daemon {
             .send(&req)
             .await
             .map(|r| r.message_id)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn history(&self, body: HistoryBody) -> Result<Vec<Message>, String> {
+        let Some(s) = self.sessions.current() else {
+            return Err("the daemon is not logged in yet; see `gts-webchat daemon status`".into());
+        };
+        s.client
+            .history(&body.with, None, body.limit.unwrap_or(50).clamp(1, 200))
+            .await
+            .map(|r| r.messages)
             .map_err(|e| e.to_string())
     }
 

@@ -3,6 +3,9 @@
 //! synchronisation: every wait is a condition with a deadline.
 #![allow(dead_code)]
 
+pub mod hosts;
+pub mod model;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
