@@ -425,3 +425,219 @@ async fn a_host_missing_from_path_dead_letters_with_how_to_install_it() {
     );
     ok(&gw(&sb, &["daemon", "stop", "--task", "t"]));
 }
+
+/// A world with one agent task running `preset`, extra daemon flags allowed.
+async fn one_agent(preset: &'static str, extra: &[&str]) -> (World, String) {
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    let api = relay.api();
+    let model = ModelServer::start();
+    let host = hosts::setup(preset, &sb, &model);
+    let w = World {
+        sb,
+        relay,
+        api,
+        model,
+        host,
+        preset,
+    };
+    let ana = w.api.login("ana@example.com", "ana", "human").await;
+    w.persona("one@example.com", "agent-one");
+    let mut args: Vec<String> = [
+        "daemon",
+        "start",
+        "--task",
+        "one",
+        "--as",
+        "agent-one",
+        "--reply",
+        "--runner",
+        preset,
+        "--max-attempts",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    for a in &w.host.runner_args {
+        args.push(format!("--runner-arg={a}"));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out =
+        w.sb.cmd()
+            .envs(w.host.env.iter().map(|(k, v)| (k, v)))
+            .args(&args)
+            .output()
+            .unwrap();
+    ok(&out);
+    (w, ana)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_takes_list_valued_flags_without_losing_the_prompt() {
+    if !available("claude", "claude") {
+        return;
+    }
+    let (w, ana) = one_agent(
+        "claude",
+        &["--runner-arg=--allowedTools", "--runner-arg=Read,Edit"],
+    )
+    .await;
+    w.api.send(&ana, "ana", "agent-one", "still heard?").await;
+    let got = w.wait_replies(&ana, "agent-one", 1).await;
+    assert_eq!(text_of(&got[0]), "answer to still heard?");
+    ok(&gw(&w.sb, &["daemon", "stop", "--task", "one"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_retrying_a_dead_model_is_stopped_by_the_hook_timeout() {
+    // Gemini CLI retries a 5xx for minutes; the daemon's --hook-timeout ends the turn.
+    if !available("gemini", "gemini") {
+        return;
+    }
+    let (w, ana) = one_agent("gemini", &["--hook-timeout", "15"]).await;
+    w.model.fail_when("model is down", 503);
+    let id = w
+        .api
+        .send(&ana, "ana", "agent-one", "the model is down")
+        .await;
+    let st = wait_for(Duration::from_secs(90), "the dead letter", || {
+        let st = status(&w.sb, "one");
+        (st["dead_letters"].as_array().is_some_and(|d| !d.is_empty())).then_some(st)
+    });
+    let dead = &st["dead_letters"][0];
+    assert_eq!(dead["record"]["message_id"], json!(id));
+    assert!(
+        dead["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 15 s"),
+        "{dead}"
+    );
+    assert!(
+        w.model.requests().len() >= 2,
+        "gemini was retrying when it was stopped"
+    );
+    assert!(
+        w.replies(&ana, "agent-one").await.is_empty(),
+        "nothing sent"
+    );
+    // No host process outlives the turn: the whole process group was ended.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "gemini -o stream-json"])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&left.stdout).trim().to_string();
+    let mine: Vec<&str> = pids
+        .lines()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/environ"))
+                .is_ok_and(|e| e.contains(w.sb.path().to_str().unwrap()))
+        })
+        .collect();
+    assert!(mine.is_empty(), "gemini processes left: {mine:?}");
+    ok(&gw(&w.sb, &["daemon", "stop", "--task", "one"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_streams_each_turn_into_a_stream_group() {
+    if !available("codex", "codex") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    let api = relay.api();
+    let model = ModelServer::start();
+    let host = hosts::setup("codex", &sb, &model);
+    let w = World {
+        sb,
+        relay,
+        api,
+        model,
+        host,
+        preset: "codex",
+    };
+    let ana = w.api.login("ana@example.com", "ana", "human").await;
+    let phone = w.api.login("phone@example.com", "watcher", "human").await;
+    w.persona("one@example.com", "agent-one");
+    // The agent's stream group, with a person watching it.
+    let agent = w.api.login("one@example.com", "agent-one", "agent").await;
+    let (s, g) = w
+        .api
+        .post(
+            "/api/v1/webchat/groups",
+            Some(&agent),
+            json!({"name": "agent-one at work", "visibility": "private", "mode": "stream"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{g}");
+    let gid = g["group"]["group_id"]
+        .as_str()
+        .or(g["group_id"].as_str())
+        .expect("group id")
+        .to_string();
+    let (s, v) = w
+        .api
+        .post(
+            &format!("/api/v1/webchat/groups/{gid}/members"),
+            Some(&agent),
+            json!({"member_address": "watcher"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let target = format!("group:{gid}");
+    let mut args: Vec<String> = [
+        "daemon",
+        "start",
+        "--task",
+        "one",
+        "--as",
+        "agent-one",
+        "--reply",
+        "--runner",
+        "codex",
+        "--publish",
+        &target,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(
+        w.host
+            .runner_args
+            .iter()
+            .map(|a| format!("--runner-arg={a}")),
+    );
+    ok(&w
+        .sb
+        .cmd()
+        .envs(w.host.env.iter().map(|(k, v)| (k, v)))
+        .args(&args)
+        .output()
+        .unwrap());
+    w.api.send(&ana, "ana", "agent-one", "watch me work").await;
+    w.wait_replies(&ana, "agent-one", 1).await;
+    let status_lines = wait_for(Duration::from_secs(30), "the turn's status lines", || {
+        let v = futures_block(w.api.poll(&phone, json!({"after": "0"})));
+        let lines: Vec<String> = events_of(&v, "message")
+            .iter()
+            .filter(|m| m["group_id"] == json!(gid))
+            .map(text_of)
+            .collect();
+        (lines.len() >= 2).then_some(lines)
+    });
+    assert!(
+        status_lines[0].starts_with("▶ agent-one is answering ana"),
+        "{status_lines:?}"
+    );
+    assert!(
+        status_lines
+            .last()
+            .unwrap()
+            .starts_with("✓ agent-one answered ana in"),
+        "{status_lines:?}"
+    );
+    ok(&gw(&w.sb, &["daemon", "stop", "--task", "one"]));
+}
+
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
