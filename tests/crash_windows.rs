@@ -7,49 +7,11 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::world::World;
 use common::*;
 use serde_json::{Value, json};
 
-struct World {
-    sb: Sandbox,
-    relay: Relay,
-    api: Api,
-    human: String,
-}
-
 impl World {
-    async fn new() -> World {
-        let sb = Sandbox::new();
-        let relay = Relay::start(&sb);
-        let api = relay.api();
-        let human = api.login("human@example.com", "human-1", "human").await;
-        let w = World {
-            sb,
-            relay,
-            api,
-            human,
-        };
-        w.persona("agent@example.com", "agent-1");
-        w
-    }
-
-    fn persona(&self, email: &str, address: &str) {
-        ok(&gw(
-            &self.sb,
-            &[
-                "persona",
-                email,
-                "--name",
-                address,
-                "--chat-address",
-                address,
-                "--relay",
-                &self.relay.url,
-                "--quiet-url",
-            ],
-        ));
-    }
-
     /// `daemon start` with a failpoint armed in the daemon's environment.
     fn start_armed(&self, args: &[&str], failpoint: &str) {
         let out = self
@@ -161,7 +123,7 @@ async fn a_crash_right_after_the_reply_was_sent_does_not_send_it_again() {
         (lines_of(&runs).len() == 2).then_some(())
     });
     wait_for(Duration::from_secs(30), "the second reply", || {
-        (block(w.replies()).len() == 2).then_some(())
+        (block_on(w.replies()).len() == 2).then_some(())
     });
     assert_eq!(w.replies().await, ["answer: q1", "answer: q2"]);
     ok(&gw(&w.sb, &["daemon", "stop", "--task", "t"]));
@@ -196,7 +158,7 @@ async fn a_crash_before_the_hook_is_recorded_runs_it_again_and_replies_once() {
 
     ok(&gw(&w.sb, &["daemon", "start", "--task", "t"]));
     wait_for(Duration::from_secs(30), "the reply", || {
-        (!block(w.replies()).is_empty()).then_some(())
+        (!block_on(w.replies()).is_empty()).then_some(())
     });
     wait_for(Duration::from_secs(30), "the outbox to drain", || {
         (status(&w.sb, "t")["outbox"] == json!(0)).then_some(())
@@ -287,8 +249,4 @@ async fn a_task_moved_to_another_identity_keeps_every_message_of_the_new_one() {
         .collect();
     assert_eq!(texts, ["for two 0", "for two 1", "for two 2"]);
     ok(&gw(sb, &["daemon", "stop", "--task", "t"]));
-}
-
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

@@ -9,62 +9,15 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use common::world::World;
 use common::*;
 use serde_json::{Value, json};
 
-/// A relay plus two personas: the agent (driven by the daemon) and a human who writes to it.
-struct World {
-    sb: Sandbox,
-    relay: Relay,
-    api: Api,
-    human: String,
-}
-
 impl World {
-    async fn new() -> World {
-        let sb = Sandbox::new();
-        let relay = Relay::start(&sb);
-        let api = relay.api();
-        let human = api.login("human@example.com", "human-1", "human").await;
-        let w = World {
-            sb,
-            relay,
-            api,
-            human,
-        };
-        w.persona("agent@example.com", "agent-1");
-        w
-    }
-
-    fn persona(&self, email: &str, address: &str) {
-        ok(&gw(
-            &self.sb,
-            &[
-                "persona",
-                email,
-                "--name",
-                address,
-                "--chat-address",
-                address,
-                "--relay",
-                &self.relay.url,
-                "--quiet-url",
-            ],
-        ));
-    }
-
-    async fn tell(&self, to: &str, text: &str) -> String {
-        self.api.send(&self.human, "human-1", to, text).await
-    }
-
     fn start(&self, task: &str, extra: &[&str]) -> Output {
         let mut args = vec!["daemon", "start", "--task", task, "--as", "agent-1"];
         args.extend_from_slice(extra);
         gw(&self.sb, &args)
-    }
-
-    fn stop(&self, task: &str) {
-        ok(&gw(&self.sb, &["daemon", "stop", "--task", task]));
     }
 
     fn daemon_pid(&self, task: &str) -> u32 {
@@ -99,10 +52,6 @@ fn wait_lines(path: &Path, n: usize, what: &str) -> Vec<String> {
     })
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_status_stop_and_presence() {
     let w = World::new().await;
@@ -132,7 +81,7 @@ async fn start_status_stop_and_presence() {
     assert_eq!(st["version"], json!(env!("CARGO_PKG_VERSION")));
     assert!(st["uptime_secs"].is_number());
     wait_for(Duration::from_secs(10), "presence online", || {
-        (block(w.agent_entry())["online"] == json!(true)).then_some(())
+        (block_on(w.agent_entry())["online"] == json!(true)).then_some(())
     });
     let text = ok(&gw(sb, &["daemon", "status", "--task", "t1"]));
     assert!(
@@ -534,7 +483,7 @@ if [ "$GTS_WEBCHAT_TEXT" = slow ]; then while [ ! -e {g} ]; do sleep 0.02; done;
     w.tell("agent-1", "slow").await;
     wait_lines(&log, 1, "the slow hook to start");
     wait_for(Duration::from_secs(15), "presence status working", || {
-        (block(w.agent_entry())["status"] == json!("working")).then_some(())
+        (block_on(w.agent_entry())["status"] == json!("working")).then_some(())
     });
     for i in 1..=5 {
         w.tell("agent-1", &format!("b{i}")).await;
@@ -552,7 +501,7 @@ if [ "$GTS_WEBCHAT_TEXT" = slow ]; then while [ ! -e {g} ]; do sleep 0.02; done;
         "one run for the five, all on stdin"
     );
     wait_for(Duration::from_secs(15), "presence status cleared", || {
-        let e = block(w.agent_entry());
+        let e = block_on(w.agent_entry());
         (e["status"].is_null() && e["online"] == json!(true)).then_some(())
     });
     w.stop("co");
@@ -570,7 +519,7 @@ async fn reply_round_trip_and_loop_guard_between_two_daemons() {
     ok(&w.start("echo", &["--on-message", echo.to_str().unwrap(), "--reply"]));
     let mid = w.tell("agent-1", "ping").await;
     let reply = wait_for(Duration::from_secs(30), "the reply", || {
-        let v = block(w.api.poll(&w.human, json!({"after": "0"})));
+        let v = block_on(w.api.poll(&w.human, json!({"after": "0"})));
         events_of(&v, "message").first().cloned()
     });
     assert_eq!(reply["text"], json!("echo: ping"));
@@ -578,7 +527,7 @@ async fn reply_round_trip_and_loop_guard_between_two_daemons() {
     assert_eq!(reply["from"], json!("agent-1"));
     // The hook finished, so the human's message shows as read by the agent.
     let receipt = wait_for(Duration::from_secs(30), "the read receipt", || {
-        let v = block(w.api.poll(&w.human, json!({"after": "0"})));
+        let v = block_on(w.api.poll(&w.human, json!({"after": "0"})));
         events_of(&v, "read").first().cloned()
     });
     assert_eq!(receipt["message_id"], json!(mid));

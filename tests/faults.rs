@@ -19,23 +19,6 @@ fn pid_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn persona(sb: &Sandbox, relay: &str, email: &str, address: &str) {
-    ok(&gw(
-        sb,
-        &[
-            "persona",
-            email,
-            "--name",
-            address,
-            "--chat-address",
-            address,
-            "--relay",
-            relay,
-            "--quiet-url",
-        ],
-    ));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_killed_20_times_during_2000_messages_loses_and_repeats_nothing() {
     let sb = Sandbox::new();

@@ -94,14 +94,14 @@ async fn batch_wake_through_the_daemon_prompts_with_history_and_replies() {
     api.send(&human, "human-1", "agent-1", "first question")
         .await;
     let reply = wait_for(Duration::from_secs(30), "the first reply", || {
-        let v = futures_block(api.poll(&human, json!({"after": "0"})));
+        let v = block_on(api.poll(&human, json!({"after": "0"})));
         events_of(&v, "message").first().cloned()
     });
     assert_eq!(reply["text"], json!("model turn 0"));
     api.send(&human, "human-1", "agent-1", "second question")
         .await;
     wait_for(Duration::from_secs(30), "the second reply", || {
-        let v = futures_block(api.poll(&human, json!({"after": "0"})));
+        let v = block_on(api.poll(&human, json!({"after": "0"})));
         (events_of(&v, "message").len() == 2).then_some(())
     });
     let second = std::fs::read_to_string(prompts.join("1.txt")).unwrap();
@@ -163,8 +163,4 @@ async fn batch_wake_through_the_daemon_prompts_with_history_and_replies() {
         .output()
         .unwrap();
     assert!(o.status.success());
-}
-
-fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

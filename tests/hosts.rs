@@ -30,24 +30,32 @@ struct World {
 }
 
 impl World {
+    fn new(preset: &'static str) -> World {
+        let sb = Sandbox::new();
+        let relay = Relay::start(&sb);
+        let api = relay.api();
+        let model = ModelServer::start();
+        let host = hosts::setup(preset, &sb, &model);
+        World {
+            sb,
+            relay,
+            api,
+            model,
+            host,
+            preset,
+        }
+    }
+
     fn persona(&self, email: &str, address: &str) {
-        ok(&gw(
-            &self.sb,
-            &[
-                "persona",
-                email,
-                "--name",
-                address,
-                "--chat-address",
-                address,
-                "--relay",
-                &self.relay.url,
-                "--quiet-url",
-            ],
-        ));
+        persona(&self.sb, &self.relay.url, email, address);
     }
 
     fn start(&self, task: &str, agent: &str) {
+        self.start_with(task, agent, &["--hook-timeout", "180"]);
+    }
+
+    /// `daemon start --runner PRESET --reply` as `agent`, with the host's setup and `extra`.
+    fn start_with(&self, task: &str, agent: &str, extra: &[&str]) {
         let mut args: Vec<String> = [
             "daemon",
             "start",
@@ -60,14 +68,13 @@ impl World {
             self.preset,
             "--max-attempts",
             "1",
-            "--hook-timeout",
-            "180",
         ]
         .map(String::from)
         .to_vec();
         for a in &self.host.runner_args {
             args.push(format!("--runner-arg={a}"));
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         let out = self
             .sb
             .cmd()
@@ -162,19 +169,7 @@ async fn conversation(preset: &'static str, program: &str) {
     if !available(preset, program) {
         return;
     }
-    let sb = Sandbox::new();
-    let relay = Relay::start(&sb);
-    let api = relay.api();
-    let model = ModelServer::start();
-    let host = hosts::setup(preset, &sb, &model);
-    let w = World {
-        sb,
-        relay,
-        api,
-        model,
-        host,
-        preset,
-    };
+    let w = World::new(preset);
     let ana = w.api.login("ana@example.com", "ana", "human").await;
     let bo = w.api.login("bo@example.com", "bob", "human").await;
     w.persona("one@example.com", "agent-one");
@@ -428,47 +423,10 @@ async fn a_host_missing_from_path_dead_letters_with_how_to_install_it() {
 
 /// A world with one agent task running `preset`, extra daemon flags allowed.
 async fn one_agent(preset: &'static str, extra: &[&str]) -> (World, String) {
-    let sb = Sandbox::new();
-    let relay = Relay::start(&sb);
-    let api = relay.api();
-    let model = ModelServer::start();
-    let host = hosts::setup(preset, &sb, &model);
-    let w = World {
-        sb,
-        relay,
-        api,
-        model,
-        host,
-        preset,
-    };
+    let w = World::new(preset);
     let ana = w.api.login("ana@example.com", "ana", "human").await;
     w.persona("one@example.com", "agent-one");
-    let mut args: Vec<String> = [
-        "daemon",
-        "start",
-        "--task",
-        "one",
-        "--as",
-        "agent-one",
-        "--reply",
-        "--runner",
-        preset,
-        "--max-attempts",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec();
-    for a in &w.host.runner_args {
-        args.push(format!("--runner-arg={a}"));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let out =
-        w.sb.cmd()
-            .envs(w.host.env.iter().map(|(k, v)| (k, v)))
-            .args(&args)
-            .output()
-            .unwrap();
-    ok(&out);
+    w.start_with("one", "agent-one", extra);
     (w, ana)
 }
 
@@ -543,19 +501,7 @@ async fn publish_streams_each_turn_into_a_stream_group() {
     if !available("codex", "codex") {
         return;
     }
-    let sb = Sandbox::new();
-    let relay = Relay::start(&sb);
-    let api = relay.api();
-    let model = ModelServer::start();
-    let host = hosts::setup("codex", &sb, &model);
-    let w = World {
-        sb,
-        relay,
-        api,
-        model,
-        host,
-        preset: "codex",
-    };
+    let w = World::new("codex");
     let ana = w.api.login("ana@example.com", "ana", "human").await;
     let phone = w.api.login("phone@example.com", "watcher", "human").await;
     w.persona("one@example.com", "agent-one");
@@ -585,38 +531,11 @@ async fn publish_streams_each_turn_into_a_stream_group() {
         .await;
     assert_eq!(s, 200, "{v}");
     let target = format!("group:{gid}");
-    let mut args: Vec<String> = [
-        "daemon",
-        "start",
-        "--task",
-        "one",
-        "--as",
-        "agent-one",
-        "--reply",
-        "--runner",
-        "codex",
-        "--publish",
-        &target,
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(
-        w.host
-            .runner_args
-            .iter()
-            .map(|a| format!("--runner-arg={a}")),
-    );
-    ok(&w
-        .sb
-        .cmd()
-        .envs(w.host.env.iter().map(|(k, v)| (k, v)))
-        .args(&args)
-        .output()
-        .unwrap());
+    w.start_with("one", "agent-one", &["--publish", &target]);
     w.api.send(&ana, "ana", "agent-one", "watch me work").await;
     w.wait_replies(&ana, "agent-one", 1).await;
     let status_lines = wait_for(Duration::from_secs(30), "the turn's status lines", || {
-        let v = futures_block(w.api.poll(&phone, json!({"after": "0"})));
+        let v = block_on(w.api.poll(&phone, json!({"after": "0"})));
         let lines: Vec<String> = events_of(&v, "message")
             .iter()
             .filter(|m| m["group_id"] == json!(gid))
@@ -636,8 +555,4 @@ async fn publish_streams_each_turn_into_a_stream_group() {
         "{status_lines:?}"
     );
     ok(&gw(&w.sb, &["daemon", "stop", "--task", "one"]));
-}
-
-fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

@@ -951,7 +951,7 @@ async fn presence_lapses_without_refresh_and_ip_rate_limit_holds() {
     assert!(online(&fresh), "online right after reporting: {fresh}");
     // Not refreshed, it lapses by itself; last_seen stays the time of the report.
     let v = wait_for(Duration::from_secs(15), "presence to lapse", || {
-        let v = futures_block(api.get("/api/v1/webchat/directory?q=lapsing", Some(&b))).1;
+        let v = block_on(api.get("/api/v1/webchat/directory?q=lapsing", Some(&b))).1;
         (!online(&v)).then_some(v)
     });
     assert_eq!(
@@ -972,11 +972,6 @@ async fn presence_lapses_without_refresh_and_ip_rate_limit_holds() {
         statuses.push(s);
     }
     assert_eq!(statuses, vec![200, 200, 429]);
-}
-
-/// Runs a future to completion from a blocking wait loop (the test runtime is multi-threaded).
-fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

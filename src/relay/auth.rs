@@ -47,6 +47,21 @@ pub(crate) fn clean_name(name: Option<&str>) -> ApiResult<Option<String>> {
     Ok(Some(name.to_string()))
 }
 
+/// The caller's address key, now, and the login activity the limits look at.
+async fn pressure(
+    state: &AppState,
+    email: &str,
+    peer: SocketAddr,
+) -> ApiResult<(String, i64, super::store::AuthPressure)> {
+    let client = client_key(peer.ip());
+    let now = now_millis();
+    let pressure = state
+        .store
+        .auth_pressure(email, &client, now - SHORT_WINDOW_MS, now - LONG_WINDOW_MS)
+        .await?;
+    Ok((client, now, pressure))
+}
+
 fn bad_email(e: String) -> ApiError {
     ApiError::bad_request(ErrorCode::InvalidEmail, e)
 }
@@ -76,12 +91,7 @@ pub async fn request_code(
             "this relay cannot deliver login codes: its operator must set SMTP_HOST (with SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_FROM) or PCHAT_DEV_EXPOSE_CODES=true",
         ));
     }
-    let client = client_key(peer.ip());
-    let now = now_millis();
-    let pressure = state
-        .store
-        .auth_pressure(&email, &client, now - SHORT_WINDOW_MS, now - LONG_WINDOW_MS)
-        .await?;
+    let (client, now, pressure) = pressure(&state, &email, peer).await?;
     if config.code_rate_per_ip > 0 && pressure.codes_from_client >= config.code_rate_per_ip {
         return Err(ApiError::rate_limited(
             "too many login codes requested from your network address; wait 10 minutes",
@@ -185,12 +195,7 @@ pub async fn verify_code(
         _ => None,
     };
     let display_name = clean_name(req.display_name.as_deref())?;
-    let client = client_key(peer.ip());
-    let now = now_millis();
-    let pressure = state
-        .store
-        .auth_pressure(&email, &client, now - SHORT_WINDOW_MS, now - LONG_WINDOW_MS)
-        .await?;
+    let (client, now, pressure) = pressure(&state, &email, peer).await?;
     if pressure.fails_from_client >= FAILS_PER_CLIENT {
         return Err(ApiError::rate_limited(
             "too many wrong login codes from your network address; wait 10 minutes",

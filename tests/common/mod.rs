@@ -5,6 +5,7 @@
 
 pub mod hosts;
 pub mod model;
+pub mod world;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -247,7 +248,7 @@ pub fn signal(pid: u32, sig: &str) {
 
 pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
-    let mut wait = || {
+    blocking(|| {
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 return Some(status);
@@ -257,13 +258,7 @@ pub fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
-    }
+    })
 }
 
 /// Reads stdout lines until `relay listening on URL`; the rest keeps draining in a thread.
@@ -282,10 +277,20 @@ fn read_listening_url(stdout: std::process::ChildStdout, limit: Duration) -> Opt
     rx.recv_timeout(limit).ok()
 }
 
-/// Polls `cond` until it holds or the deadline passes. Called from an async test, the wait
-/// tells the runtime this worker blocks, so the test's other tasks keep running meanwhile.
+/// Runs a blocking wait; inside a multi-thread runtime (an async test) it tells the runtime
+/// this worker blocks, so the test's other tasks keep running meanwhile.
+fn blocking<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
+/// Polls `cond` until it holds or the deadline passes.
 pub fn wait_for<T>(limit: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
-    let mut wait = || {
+    blocking(|| {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(v) = cond() {
@@ -296,13 +301,7 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut cond: impl FnMut() -> Option
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
-    }
+    })
 }
 
 /// A plain HTTP client for the relay's API.
@@ -689,6 +688,29 @@ pub fn gw(sb: &Sandbox, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run gts-webchat")
+}
+
+/// Creates (or reuses) a local persona with the CLI, its name and address `address`.
+pub fn persona(sb: &Sandbox, relay: &str, email: &str, address: &str) {
+    ok(&gw(
+        sb,
+        &[
+            "persona",
+            email,
+            "--name",
+            address,
+            "--chat-address",
+            address,
+            "--relay",
+            relay,
+            "--quiet-url",
+        ],
+    ));
+}
+
+/// Runs a future to completion from a blocking wait loop inside a multi-thread test runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 pub fn ok(o: &Output) -> String {
