@@ -209,6 +209,15 @@ async fn conversation(preset: &'static str, program: &str) {
             .any(|r| r.text.contains("answer to question 1 for one")),
         "{preset}: the second turn did not carry the first"
     );
+    if preset == "codex" {
+        // The resumed turn runs in the same sandbox as the first (not codex's read-only default).
+        assert!(
+            second
+                .iter()
+                .any(|r| r.text.contains("`sandbox_mode` is `workspace-write`")),
+            "codex: the resumed turn lost its sandbox"
+        );
+    }
 
     // A second task as another agent: its own session and folder, nothing of the first.
     w.start("two", "agent-two");
