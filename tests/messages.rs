@@ -936,10 +936,11 @@ async fn cli_sends_files_and_the_daemon_hands_the_hook_a_local_copy() {
     assert_eq!(inbox[1]["attachments"][0]["kind"], json!("voice"));
     assert_eq!(inbox[1]["text"], json!("Voice reply"));
 
-    // tail shows the link and the saved copy.
+    // tail shows the link and the saved copy (and, last, that the clip got no caption: this
+    // relay has no speech-to-text engine).
     let out = ok(sb
         .cmd()
-        .args(["tail", "--task", "files", "-n", "2"])
+        .args(["tail", "--task", "files", "-n", "3"])
         .output()
         .unwrap());
     assert!(
@@ -947,6 +948,7 @@ async fn cli_sends_files_and_the_daemon_hands_the_hook_a_local_copy() {
         "{out}"
     );
     assert!(out.contains("saved: "), "{out}");
+    assert!(out.contains("no caption for"), "{out}");
     ok(sb
         .cmd()
         .args(["daemon", "stop", "--task", "files"])

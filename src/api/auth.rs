@@ -85,18 +85,38 @@ pub struct MeResponse {
     pub stream_head: String,
 }
 
-/// `GET/PUT /api/v1/webchat/language-prefs`
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct LanguagePrefs {
-    /// BCP 47 tag such as "es" or "pt-BR"; null or "" for none.
-    #[serde(default)]
-    pub receive_language: Option<String>,
+/// Present (even as null) or absent: `Some(inner)` when the field was sent.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
+/// `PUT /api/v1/webchat/language-prefs`: what is sent changes, what is left out stays.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct LanguagePrefs {
+    /// BCP 47 tag such as "es" or "pt-BR" that incoming text and voice are translated to;
+    /// null or "" for none.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub receive_language: Option<Option<String>>,
+    /// Also receive the translation as a spoken clip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_aloud: Option<bool>,
+}
+
+/// `GET/PUT /api/v1/webchat/language-prefs`
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LanguagePrefsResponse {
     pub ok: bool,
     pub receive_language: Option<String>,
+    pub read_aloud: bool,
 }
 
 /// `PUT /api/v1/webchat/profile`: what a person may change about themself.

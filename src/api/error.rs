@@ -71,6 +71,14 @@ pub enum ErrorCode {
     HostNotAllowed,
     /// The request line or headers are too long.
     UriTooLong,
+    /// No engine for this job is set up on the relay (transcription, translation, speech).
+    EngineUnavailable,
+    /// The engine failed or timed out; trying again later may work.
+    EngineFailed,
+    /// The engine refused the input (not audio it can read, a language it does not have).
+    EngineRefused,
+    /// No installed translator handles this pair of languages.
+    UnsupportedLanguagePair,
     /// An unexpected failure in the relay. Never expected; report it.
     Internal,
 }
@@ -111,6 +119,10 @@ impl ErrorCode {
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::EngineUnavailable => "engine_unavailable",
+            ErrorCode::EngineFailed => "engine_failed",
+            ErrorCode::EngineRefused => "engine_refused",
+            ErrorCode::UnsupportedLanguagePair => "unsupported_language_pair",
             ErrorCode::Internal => "internal",
         }
     }

@@ -18,6 +18,9 @@ pub enum EventType {
     Delete,
     /// `from` has read the message `message_id` (which the receiver sent).
     Read,
+    /// A transcript, translation or read-aloud clip of `message_id` for this receiver, in
+    /// `caption` (`text` is the caption to show: the translation, else the transcript).
+    Caption,
 }
 
 impl EventType {
@@ -27,6 +30,7 @@ impl EventType {
             EventType::Edit => "edit",
             EventType::Delete => "delete",
             EventType::Read => "read",
+            EventType::Caption => "caption",
         }
     }
     pub fn parse(s: &str) -> Option<EventType> {
@@ -35,6 +39,7 @@ impl EventType {
             "edit" => Some(EventType::Edit),
             "delete" => Some(EventType::Delete),
             "read" => Some(EventType::Read),
+            "caption" => Some(EventType::Caption),
             _ => None,
         }
     }
@@ -79,6 +84,42 @@ impl From<&Attachment> for AttachmentRef {
 /// Longest `client_message_id`.
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
 
+/// What enrichment made of a message for one receiver. The original text and audio are never
+/// changed; this rides beside them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct Caption {
+    /// For a voice clip: what was said, in `language`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+    /// The language of the original text or speech (BCP 47 primary subtag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The text or transcript in the receiver's language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translation_language: Option<String>,
+    /// The translation read aloud (when the receiver has read-aloud on): an ordinary file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<Attachment>,
+    /// Why (some of) it could not be made: `caption_failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption_failed: Option<String>,
+    /// The engines that made it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<String>,
+}
+
+impl Caption {
+    /// What to show: the translation, else the transcript.
+    pub fn text(&self) -> String {
+        self.translation
+            .clone()
+            .or_else(|| self.transcript.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// One delivered event, as poll returns it (and as the daemon writes it to inbox.jsonl).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Message {
@@ -110,6 +151,9 @@ pub struct Message {
     /// For a message: a receiver has marked it read (for the author's ticks).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read: bool,
+    /// For a caption event, and for a message in history: its transcript and translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<Caption>,
 }
 
 /// `POST /api/v1/messages`

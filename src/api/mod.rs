@@ -10,6 +10,7 @@ pub mod files;
 pub mod groups;
 pub mod messages;
 pub mod presence;
+pub mod voice;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;

@@ -60,6 +60,34 @@ fn message_text_raw(m: &Message, relay_base: &str) -> String {
         EventType::Edit => format!("{head} edited {}: {}", m.message_id, indent_rest(&m.text)),
         EventType::Delete => format!("{head} deleted {}", m.message_id),
         EventType::Read => format!("{head} read {}", m.message_id),
+        EventType::Caption => {
+            let c = m.caption.clone().unwrap_or_default();
+            match (&c.caption_failed, &c.translation) {
+                (Some(why), None) if c.transcript.is_none() => {
+                    format!("{head} no caption for {}: {why}", m.message_id)
+                }
+                _ => {
+                    let mut line = format!("{head} caption for {}", m.message_id);
+                    if let Some(t) = &c.transcript {
+                        let lang = c.language.as_deref().unwrap_or("?");
+                        line.push_str(&format!("\n    transcript ({lang}): {}", indent_rest(t)));
+                    }
+                    if let Some(t) = &c.translation {
+                        let lang = c.translation_language.as_deref().unwrap_or("?");
+                        line.push_str(&format!("\n    translation ({lang}): {}", indent_rest(t)));
+                    }
+                    if let Some(a) = &c.audio {
+                        let url = if a.url.starts_with("http") {
+                            a.url.clone()
+                        } else {
+                            format!("{relay_base}{}", a.url)
+                        };
+                        line.push_str(&format!("\n    read aloud: {url}"));
+                    }
+                    line
+                }
+            }
+        }
     };
     if m.event_type == EventType::Message {
         out.push_str(&format!("  [{}]", m.message_id));

@@ -289,6 +289,7 @@ mod tests {
                 edited_at: None,
                 deleted: false,
                 read: false,
+                caption: None,
             },
             received_at: "2026-01-01T00:00:00Z".into(),
             attachment_paths: vec![],

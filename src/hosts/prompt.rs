@@ -213,6 +213,7 @@ mod tests {
                 edited_at: None,
                 deleted: false,
                 read: false,
+                caption: None,
             },
             attachment_paths: vec![],
         }

@@ -71,6 +71,45 @@ impl std::fmt::Debug for SmtpConfig {
     }
 }
 
+/// Which engines enrich messages (speech to text, translation, speech), and their limits.
+#[derive(Clone)]
+pub struct VoiceConfig {
+    /// `PCHAT_VOICE_ENGINES`: `auto` (the default: what is configured or installed) or `none`.
+    pub enabled: bool,
+    /// The venv and models scripts/install-voice.sh made (PCHAT_VOICE_DIR).
+    pub dir: Option<PathBuf>,
+    /// OpenAI-style transcription service (PCHAT_TRANSCRIBE_URL, _KEY, _MODEL).
+    pub transcribe_url: Option<String>,
+    pub transcribe_key: Option<String>,
+    pub transcribe_model: String,
+    /// LibreTranslate (PCHAT_TRANSLATE_URL, _KEY).
+    pub translate_url: Option<String>,
+    pub translate_key: Option<String>,
+    /// OpenAI-style speech (PCHAT_TTS_URL, _KEY, _VOICE).
+    pub tts_url: Option<String>,
+    pub tts_key: Option<String>,
+    pub tts_voice: String,
+    /// Per job step, seconds (PCHAT_VOICE_TIMEOUT_SECS, default 120).
+    pub timeout_secs: u64,
+    /// Jobs waiting beyond this are captioned "too busy" at once (PCHAT_VOICE_QUEUE, 200).
+    pub queue_bound: u64,
+}
+
+// Hand-written so keys never reach a log.
+impl std::fmt::Debug for VoiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoiceConfig")
+            .field("enabled", &self.enabled)
+            .field("dir", &self.dir)
+            .field("transcribe_url", &self.transcribe_url)
+            .field("translate_url", &self.translate_url)
+            .field("tts_url", &self.tts_url)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("queue_bound", &self.queue_bound)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub host: String,
@@ -103,6 +142,7 @@ pub struct RelayConfig {
     pub cors_origins: Vec<String>,
     /// Host names a loopback-bound relay answers to besides loopback ones (PCHAT_ALLOWED_HOSTS).
     pub allowed_hosts: Vec<String>,
+    pub voice: VoiceConfig,
 }
 
 /// `scheme://host[:port]` in the form browsers send in `Origin` (lowercase, no default port,
@@ -318,7 +358,43 @@ impl RelayConfig {
         let allowed_hosts = comma_list(get("PCHAT_ALLOWED_HOSTS"))
             .map(str::to_ascii_lowercase)
             .collect();
+        let voice = VoiceConfig {
+            enabled: match get("PCHAT_VOICE_ENGINES").map(str::to_ascii_lowercase) {
+                None => true,
+                Some(v) if v == "auto" => true,
+                Some(v) if v == "none" => false,
+                Some(v) => {
+                    return Err(ConfigError::Invalid {
+                        key: "PCHAT_VOICE_ENGINES",
+                        value: v,
+                        why: "expected auto or none".into(),
+                    });
+                }
+            },
+            dir: get("PCHAT_VOICE_DIR")
+                .map(PathBuf::from)
+                .or_else(|| default_data_dir().map(|d| d.join("voice"))),
+            transcribe_url: get("PCHAT_TRANSCRIBE_URL").map(str::to_string),
+            transcribe_key: get("PCHAT_TRANSCRIBE_KEY").map(str::to_string),
+            transcribe_model: get("PCHAT_TRANSCRIBE_MODEL")
+                .unwrap_or("whisper-1")
+                .to_string(),
+            translate_url: get("PCHAT_TRANSLATE_URL").map(str::to_string),
+            translate_key: get("PCHAT_TRANSLATE_KEY").map(str::to_string),
+            tts_url: get("PCHAT_TTS_URL").map(str::to_string),
+            tts_key: get("PCHAT_TTS_KEY").map(str::to_string),
+            tts_voice: get("PCHAT_TTS_VOICE").unwrap_or("alloy").to_string(),
+            timeout_secs: match get("PCHAT_VOICE_TIMEOUT_SECS") {
+                Some(v) => parse_num::<u64>("PCHAT_VOICE_TIMEOUT_SECS", v)?.clamp(1, 3600),
+                None => 120,
+            },
+            queue_bound: match get("PCHAT_VOICE_QUEUE") {
+                Some(v) => parse_num("PCHAT_VOICE_QUEUE", v)?,
+                None => 200,
+            },
+        };
         Ok(RelayConfig {
+            voice,
             cors_origins,
             allowed_hosts,
             host,

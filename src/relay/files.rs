@@ -68,6 +68,107 @@ fn too_large(limit: u64) -> ApiError {
     ))
 }
 
+/// A file received from a form: in a temp file in the upload dir (gone when dropped).
+pub struct ReceivedFile {
+    pub path: tempfile::TempPath,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A multipart form: its `file` (streamed to disk, fsynced, at most `limit` bytes) and its
+/// other fields as text.
+pub struct ReceivedForm {
+    pub file: Option<ReceivedFile>,
+    pub fields: std::collections::HashMap<String, String>,
+}
+
+pub async fn read_form(
+    multipart: &mut Multipart,
+    dir: &std::path::Path,
+    limit: u64,
+) -> ApiResult<ReceivedForm> {
+    let mut file = None;
+    let mut fields = std::collections::HashMap::new();
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, limit))?
+    {
+        match field.name().map(str::to_string) {
+            Some(n) if n == "file" && file.is_none() => {
+                let name = sanitize_file_name(field.file_name().unwrap_or("file"));
+                let declared = field
+                    .content_type()
+                    .map(str::to_string)
+                    .filter(|m| !m.is_empty() && m != "application/octet-stream");
+                let tmp = tempfile::Builder::new()
+                    .prefix(".upload-")
+                    .tempfile_in(dir)
+                    .map_err(|e| storage(e, "creating a temp file"))?;
+                let (std_file, path) = tmp.into_parts();
+                // From here, dropping `path` deletes the temp file: every early return cleans up.
+                let mut out = tokio::fs::File::from_std(std_file);
+                let mut hasher = Sha256::new();
+                let mut size: u64 = 0;
+                while let Some(chunk) =
+                    field.chunk().await.map_err(|e| multipart_error(e, limit))?
+                {
+                    size += chunk.len() as u64;
+                    if size > limit {
+                        // Read on (discarding, bounded) so the client gets the 413 rather
+                        // than a reset connection; the temp file is removed first.
+                        drop(path);
+                        let mut drained = 0usize;
+                        while let Ok(Some(c)) = field.chunk().await {
+                            drained += c.len();
+                            if drained > super::extract::DRAIN_LIMIT {
+                                break;
+                            }
+                        }
+                        return Err(too_large(limit));
+                    }
+                    hasher.update(&chunk);
+                    out.write_all(&chunk)
+                        .await
+                        .map_err(|e| storage(e, "writing an upload"))?;
+                }
+                out.sync_all()
+                    .await
+                    .map_err(|e| storage(e, "syncing an upload"))?;
+                let mime = declared.unwrap_or_else(|| {
+                    mime_guess::from_path(&name)
+                        .first_or_octet_stream()
+                        .essence_str()
+                        .to_string()
+                });
+                file = Some(ReceivedFile {
+                    path,
+                    name,
+                    mime,
+                    size,
+                    sha256: hex::encode(hasher.finalize()),
+                });
+            }
+            Some(n) if n != "file" && n.len() <= 64 && fields.len() < 16 => {
+                let text = field.text().await.map_err(|e| multipart_error(e, limit))?;
+                fields.insert(n, text.trim().chars().take(256).collect());
+            }
+            _ => {
+                // Unknown or repeated fields are read and ignored.
+                while field
+                    .chunk()
+                    .await
+                    .map_err(|e| multipart_error(e, limit))?
+                    .is_some()
+                {}
+            }
+        }
+    }
+    Ok(ReceivedForm { file, fields })
+}
+
 /// Uploads a file (multipart field `file`); returns its id and the attachment metadata.
 #[utoipa::path(post, path = "/api/v1/webchat/upload", tag = "files",
     security(("session" = [])),
@@ -93,82 +194,21 @@ pub async fn upload(
         )
     })?;
     let dir = state.config.upload_dir.clone();
-    let mut stored: Option<(tempfile::TempPath, String, String, u64, String)> = None;
-    let mut requested_kind = "auto".to_string();
-    while let Some(mut field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| multipart_error(e, limit))?
-    {
-        match field.name() {
-            Some("file") if stored.is_none() => {
-                let name = sanitize_file_name(field.file_name().unwrap_or("file"));
-                let declared = field
-                    .content_type()
-                    .map(str::to_string)
-                    .filter(|m| !m.is_empty() && m != "application/octet-stream");
-                let tmp = tempfile::Builder::new()
-                    .prefix(".upload-")
-                    .tempfile_in(&dir)
-                    .map_err(|e| storage(e, "creating a temp file"))?;
-                let (std_file, path) = tmp.into_parts();
-                // From here, dropping `path` deletes the temp file: every early return cleans up.
-                let mut file = tokio::fs::File::from_std(std_file);
-                let mut hasher = Sha256::new();
-                let mut size: u64 = 0;
-                while let Some(chunk) =
-                    field.chunk().await.map_err(|e| multipart_error(e, limit))?
-                {
-                    size += chunk.len() as u64;
-                    if size > limit {
-                        // Read on (discarding, bounded) so the client gets the 413 rather
-                        // than a reset connection; the temp file is removed first.
-                        drop(path);
-                        let mut drained = 0usize;
-                        while let Ok(Some(c)) = field.chunk().await {
-                            drained += c.len();
-                            if drained > super::extract::DRAIN_LIMIT {
-                                break;
-                            }
-                        }
-                        return Err(too_large(limit));
-                    }
-                    hasher.update(&chunk);
-                    file.write_all(&chunk)
-                        .await
-                        .map_err(|e| storage(e, "writing an upload"))?;
-                }
-                file.sync_all()
-                    .await
-                    .map_err(|e| storage(e, "syncing an upload"))?;
-                let mime = declared.unwrap_or_else(|| {
-                    mime_guess::from_path(&name)
-                        .first_or_octet_stream()
-                        .essence_str()
-                        .to_string()
-                });
-                stored = Some((path, name, mime, size, hex::encode(hasher.finalize())));
-            }
-            Some("kind") => {
-                requested_kind = field
-                    .text()
-                    .await
-                    .map_err(|e| multipart_error(e, limit))?
-                    .trim()
-                    .to_ascii_lowercase();
-            }
-            _ => {
-                // Unknown fields are read and ignored.
-                while field
-                    .chunk()
-                    .await
-                    .map_err(|e| multipart_error(e, limit))?
-                    .is_some()
-                {}
-            }
-        }
-    }
-    let Some((tmp_path, name, mime, size, sha256)) = stored else {
+    let form = read_form(&mut multipart, &dir, limit).await?;
+    let requested_kind = form
+        .fields
+        .get("kind")
+        .cloned()
+        .unwrap_or_else(|| "auto".into())
+        .to_ascii_lowercase();
+    let Some(ReceivedFile {
+        path: tmp_path,
+        name,
+        mime,
+        size,
+        sha256,
+    }) = form.file
+    else {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidRequest,
             "the form has no field named \"file\"",
@@ -221,6 +261,56 @@ pub async fn upload(
         },
         file_id,
     }))
+}
+
+/// Stores bytes the relay made itself (a read-aloud clip) as an ordinary upload: temp file,
+/// fsync, rename, record.
+pub async fn store_bytes(
+    state: &AppState,
+    owner: i64,
+    name: &str,
+    mime: &str,
+    kind: &str,
+    bytes: Vec<u8>,
+) -> ApiResult<Attachment> {
+    let file_id = new_file_id();
+    let dir = state.config.upload_dir.clone();
+    let final_path = dir.join(&file_id);
+    let size = bytes.len() as u64;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".made-")
+            .tempfile_in(&dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&final_path).map_err(|e| e.error)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })
+    .await
+    .map_err(|e| storage(e, "storing a made file"))?
+    .map_err(|e| storage(e, "storing a made file"))?;
+    let record = FileRecord {
+        public_id: file_id.clone(),
+        owner_id: owner,
+        name: sanitize_file_name(name),
+        mime: mime.to_string(),
+        size,
+        kind: kind.to_string(),
+        sha256: sha256.clone(),
+        created_at: now_millis(),
+    };
+    state.store.put_file(record.clone()).await?;
+    Ok(Attachment {
+        url: file_url(&file_id),
+        file_id,
+        name: record.name,
+        mime: record.mime,
+        size,
+        kind: record.kind,
+        sha256,
+    })
 }
 
 /// Removes the bytes of uploads whose records were dropped. A failure only leaves an

@@ -41,14 +41,16 @@ pub async fn get_prefs(
     State(state): State<AppState>,
     Auth(session): Auth,
 ) -> ApiResult<Json<LanguagePrefsResponse>> {
-    let receive_language = state.store.language(session.user.id).await?;
+    let prefs = state.store.language_prefs(session.user.id).await?;
     Ok(Json(LanguagePrefsResponse {
         ok: true,
-        receive_language,
+        receive_language: prefs.receive_language,
+        read_aloud: prefs.read_aloud,
     }))
 }
 
-/// Sets (or, with null or "", clears) the receive language.
+/// Sets (or, with null or "", clears) the receive language, and read-aloud; what is left out
+/// stays as it was.
 #[utoipa::path(put, path = "/api/v1/webchat/language-prefs", tag = "language",
     security(("session" = [])),
     request_body = LanguagePrefs,
@@ -61,15 +63,22 @@ pub async fn put_prefs(
     Auth(session): Auth,
     JsonBody(req): JsonBody<LanguagePrefs>,
 ) -> ApiResult<Json<LanguagePrefsResponse>> {
-    let lang = normalize_language(req.receive_language.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e))?;
+    let lang = match &req.receive_language {
+        Some(l) => Some(
+            normalize_language(l.as_deref().unwrap_or(""))
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, e))?,
+        ),
+        None => None,
+    };
     state
         .store
-        .set_language(session.user.id, lang.clone())
+        .set_language_prefs(session.user.id, lang, req.read_aloud)
         .await?;
+    let prefs = state.store.language_prefs(session.user.id).await?;
     Ok(Json(LanguagePrefsResponse {
         ok: true,
-        receive_language: lang,
+        receive_language: prefs.receive_language,
+        read_aloud: prefs.read_aloud,
     }))
 }
 

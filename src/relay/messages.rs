@@ -206,9 +206,14 @@ pub async fn send(
             reply_to,
             attachments,
             client_id,
+            // Detected by the voice worker, off the send path, when a job needs it.
+            language: None,
             created_at: now_millis(),
         })
         .await?;
+    if sent.enrich {
+        state.voice.wake();
+    }
     Ok(Json(SendResponse {
         ok: true,
         message_id: sent.public_id,

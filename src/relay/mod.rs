@@ -15,6 +15,7 @@ pub mod messages;
 pub mod origin;
 pub mod presence;
 pub mod store;
+pub mod voice;
 pub mod web;
 
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ pub struct Inner {
     pub hub: Arc<Hub>,
     pub config: RelayConfig,
     pub mailer: Option<Mailer>,
+    /// Transcription, translation and read-aloud engines, and their worker's doorbell.
+    pub voice: voice::Voice,
     /// Released at shutdown so waiting long-polls answer at once.
     pub shutdown: CancellationToken,
     sessions: DashMap<String, (SessionInfo, Instant)>,
@@ -138,7 +141,7 @@ pub enum RelayError {
         (name = "messages", description = "Sending, polling, edits, deletions, read receipts, history"),
         (name = "files", description = "Uploads and downloads"),
         (name = "groups", description = "Chat and stream groups"),
-        (name = "language", description = "Language preferences"),
+        (name = "language", description = "Language preferences, transcription and translation"),
         (name = "meta", description = "Health and this document"),
     )
 )]
@@ -240,6 +243,8 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .routes(routes!(auth::me))
         .routes(routes!(auth::profile))
         .routes(routes!(language::get_prefs, language::put_prefs))
+        .routes(routes!(voice::api::transcribe))
+        .routes(routes!(voice::api::translate_text))
         .routes(routes!(messages::conversations))
         .routes(routes!(presence::presence))
         .routes(routes!(presence::directory))
@@ -366,7 +371,10 @@ pub fn open_state(
         hub.clone(),
     )?;
     let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+    // Called inside the runtime: the whisper helper (a supervised process) starts here.
+    let voice = voice::Voice::start(config.voice.clone(), shutdown.clone());
     Ok(AppState(Arc::new(Inner {
+        voice,
         store: Arc::new(store),
         hub,
         mailer,
@@ -417,8 +425,17 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayEr
             }
         })
     };
+    let worker = tokio::spawn(voice::worker::run(state.clone()));
     let served = accept_loop(listener, app, shutdown).await;
     sweeper.abort();
+    // A job in an engine call is cut short; it runs again at the next start.
+    let abort = worker.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), worker)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
     state.store.close().await;
     served.map_err(|source| RelayError::Io {
         action: "serving",

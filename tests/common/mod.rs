@@ -188,6 +188,15 @@ impl Relay {
         self.restart_same(&["--port", "0"]);
     }
 
+    /// kill -9, then start again (a new port) with `env` as its extra environment instead.
+    pub fn restart_env(&mut self, env: &[(&str, &str)]) {
+        self.extra_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart();
+    }
+
     /// kill -9, then start again on the same data dir with these arguments.
     pub fn restart_same(&mut self, args: &[&str]) {
         self.kill9();
@@ -389,6 +398,19 @@ impl Api {
         let (s, v, _) = self
             .raw(
                 reqwest::Method::POST,
+                path,
+                token,
+                Some(body.to_string().into_bytes()),
+                Some("application/json"),
+            )
+            .await;
+        (s, v)
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let (s, v, _) = self
+            .raw(
+                reqwest::Method::PUT,
                 path,
                 token,
                 Some(body.to_string().into_bytes()),

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::api::Kind;
 use crate::api::directory::DirectoryEntry;
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
-use crate::api::messages::{AttachmentRef, ConversationSummary, Message};
+use crate::api::messages::{Attachment, AttachmentRef, Caption, ConversationSummary, Message};
 
 pub use sqlite::{SqliteOptions, SqliteStore, SyncMode};
 
@@ -131,6 +131,8 @@ pub struct NewMessage {
     pub attachments: Vec<AttachmentRef>,
     /// The sender's id for it: a second send with the same id returns the first message.
     pub client_id: Option<String>,
+    /// The language its text is in (detected), if known.
+    pub language: Option<String>,
     pub created_at: i64,
 }
 
@@ -142,6 +144,51 @@ pub struct SentMessage {
     pub recipients: usize,
     /// The client id named a message sent before; nothing new was stored.
     pub duplicate: bool,
+    /// A voice job was queued for it (a voice clip, or text someone may want translated).
+    pub enrich: bool,
+}
+
+/// A receiver's language settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LanguagePrefs {
+    pub receive_language: Option<String>,
+    pub read_aloud: bool,
+}
+
+/// A queued enrichment job, claimed by the worker.
+#[derive(Debug, Clone)]
+pub struct VoiceJob {
+    pub id: i64,
+    pub message_rowid: i64,
+    /// Counting this one.
+    pub attempts: u32,
+}
+
+/// How a voice job ended.
+#[derive(Debug, Clone)]
+pub enum VoiceJobEnd {
+    Done,
+    /// Try again at `not_before` (unix ms).
+    Retry {
+        error: String,
+        not_before: i64,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// Who a message reached, and what the worker needs to enrich it.
+#[derive(Debug, Clone)]
+pub struct VoiceContext {
+    pub message_id: String,
+    pub sender_id: i64,
+    pub text: String,
+    pub language: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub deleted: bool,
+    /// Receivers and the sender, with their language settings.
+    pub people: Vec<(i64, LanguagePrefs)>,
 }
 
 /// An uploaded file.
@@ -289,8 +336,14 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_address(&self, address: &str) -> StoreResult<Option<User>>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
 
-    async fn language(&self, user_id: i64) -> StoreResult<Option<String>>;
-    async fn set_language(&self, user_id: i64, language: Option<String>) -> StoreResult<()>;
+    async fn language_prefs(&self, user_id: i64) -> StoreResult<LanguagePrefs>;
+    /// Changes what is given: `Some(None)` clears the language.
+    async fn set_language_prefs(
+        &self,
+        user_id: i64,
+        language: Option<Option<String>>,
+        read_aloud: Option<bool>,
+    ) -> StoreResult<()>;
     async fn set_profile(
         &self,
         user_id: i64,
@@ -347,6 +400,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// The caller's conversations, newest first, with unread counts.
     async fn conversations(&self, user_id: i64) -> StoreResult<Vec<ConversationSummary>>;
+
+    // --- voice and languages
+    /// Claims the oldest due pending job of a lane (voice clips, or text), marking it running.
+    async fn next_voice_job(&self, voice: bool, now: i64) -> StoreResult<Option<VoiceJob>>;
+    /// Fails the newest pending jobs beyond the oldest `keep`; their messages' rowids.
+    async fn shed_voice_jobs(&self, keep: u64) -> StoreResult<Vec<i64>>;
+    async fn end_voice_job(&self, id: i64, end: VoiceJobEnd) -> StoreResult<()>;
+    /// Jobs waiting (pending or running).
+    async fn voice_backlog(&self) -> StoreResult<u64>;
+    /// Jobs a crash left running go back to pending (called at start).
+    async fn requeue_running_voice_jobs(&self) -> StoreResult<u64>;
+    async fn voice_context(&self, message_rowid: i64) -> StoreResult<Option<VoiceContext>>;
+    /// Records a voice clip's transcript and language on the message (the caption everyone
+    /// sees in history until they get their own).
+    async fn set_transcript(
+        &self,
+        message_rowid: i64,
+        caption: Caption,
+        language: Option<String>,
+    ) -> StoreResult<()>;
+    /// Delivers a caption event to `user_id` and keeps it for their history.
+    async fn add_caption(
+        &self,
+        message_rowid: i64,
+        user_id: i64,
+        caption: Caption,
+        now: i64,
+    ) -> StoreResult<()>;
 
     // --- files
     async fn put_file(&self, file: FileRecord) -> StoreResult<()>;

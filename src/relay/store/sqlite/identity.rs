@@ -420,25 +420,6 @@ pub(super) fn directory(
     Ok(out)
 }
 
-pub(super) fn language(conn: &Connection, user_id: i64) -> StoreResult<Option<String>> {
-    conn.prepare_cached("SELECT receive_language FROM users WHERE id = ?1")
-        .and_then(|mut st| st.query_row([user_id], |r| r.get(0)))
-        .map_err(sqlite_err("reading language prefs"))
-}
-
-pub(super) fn set_language(
-    conn: &Connection,
-    user_id: i64,
-    language: Option<&str>,
-) -> StoreResult<()> {
-    conn.execute(
-        "UPDATE users SET receive_language = ?1 WHERE id = ?2",
-        params![language, user_id],
-    )
-    .map_err(sqlite_err("saving language prefs"))?;
-    Ok(())
-}
-
 pub(super) fn set_profile(
     conn: &Connection,
     user_id: i64,

@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{WriterState, files, groups, identity, sqlite_err};
+use super::{WriterState, files, groups, identity, sqlite_err, voice};
 use crate::api::files::attachment_kind;
 use crate::api::files::file_url;
-use crate::api::messages::{Attachment, AttachmentRef, ConversationSummary, EventType, Message};
+use crate::api::messages::{
+    Attachment, AttachmentRef, Caption, ConversationSummary, EventType, Message,
+};
 use crate::api::{Kind, rfc3339_from_millis};
 use crate::relay::store::{Conversation, NewMessage, SentMessage, StoreError, StoreResult, Target};
 
 /// Appends one event to a receiver's stream and records the wakeup (with the event itself when
 /// the caller has it, so a caught-up poller need not read it back).
-fn deliver(
+pub(super) fn deliver(
     conn: &Connection,
     user_id: i64,
     message_rowid: i64,
@@ -84,6 +86,7 @@ fn sent_before(
                 created_at: r.get(1)?,
                 recipients: 0,
                 duplicate: true,
+                enrich: false,
             })
         })
         .optional()
@@ -187,8 +190,8 @@ pub(super) fn send(
         remember_peers(conn, msg.sender_id, peer, shared)?;
     }
     conn.prepare_cached(
-        "INSERT INTO messages (public_id, sender_id, to_target, group_id, text, reply_to, attachments, created_at, conv, client_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO messages (public_id, sender_id, to_target, group_id, text, reply_to, attachments, created_at, conv, client_id, language)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -201,7 +204,8 @@ pub(super) fn send(
             attachments_json,
             msg.created_at,
             conv,
-            msg.client_id
+            msg.client_id,
+            msg.language
         ])
     })
     .map_err(sqlite_err("storing a message"))?;
@@ -212,6 +216,14 @@ pub(super) fn send(
         )
         .and_then(|mut st| st.execute(params![rowid, a.file_id]))
         .map_err(sqlite_err("recording a message's files"))?;
+    }
+    // Enrichment follows the message as a job of its own: a voice clip always (its
+    // transcript), text when someone may want it in another language.
+    let voice_clip = attachments.iter().any(|a| a.kind == "voice");
+    let enrich =
+        voice_clip || (!msg.text.trim().is_empty() && voice::languages_in_use(conn, shared)?);
+    if enrich {
+        voice::queue_job(conn, rowid, voice_clip, msg.created_at)?;
     }
     // The message as every receiver will see it, for the wakeup.
     let (from, from_name, from_kind): (String, String, String) = conn
@@ -234,6 +246,7 @@ pub(super) fn send(
         edited_at: None,
         deleted: false,
         read: false,
+        caption: None,
     });
     for user_id in &recipients {
         deliver(conn, *user_id, rowid, None, Some(&event), shared)?;
@@ -243,6 +256,7 @@ pub(super) fn send(
         created_at: msg.created_at,
         recipients: recipients.len(),
         duplicate: false,
+        enrich,
     })
 }
 
@@ -253,11 +267,16 @@ const MESSAGE_COLS: &str = "
        e.kind, e.text, e.created_at,
        au.chat_address, au.display_name, au.kind,
        m.edited_at,
-       EXISTS (SELECT 1 FROM reads rd WHERE rd.message_id = m.id)";
+       EXISTS (SELECT 1 FROM reads rd WHERE rd.message_id = m.id),
+       e.data";
+
+/// The caption a history row shows: the reader's own (a translation), else the transcript.
+const HISTORY_CAPTION: &str = "(SELECT c.data FROM captions c WHERE c.message_id = m.id
+        AND c.user_id IN (?4, 0) ORDER BY c.user_id DESC LIMIT 1)";
 
 fn poll_sql() -> String {
     format!(
-        "SELECT d.seq, {MESSAGE_COLS}
+        "SELECT d.seq, {MESSAGE_COLS}, NULL
          FROM deliveries d
          JOIN messages m ON m.id = d.message_id
          JOIN users su ON su.id = m.sender_id
@@ -299,7 +318,7 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
             row.get::<_, String>(15)?,
             row.get::<_, String>(16)?,
             row.get::<_, String>(17)?,
-            if event_type == EventType::Edit && deleted_at.is_none() {
+            if matches!(event_type, EventType::Edit | EventType::Caption) && deleted_at.is_none() {
                 row.get::<_, Option<String>>(13)?.unwrap_or_default()
             } else {
                 String::new()
@@ -328,6 +347,17 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         },
         deleted: is_message && deleted_at.is_some(),
         read: is_message && row.get::<_, bool>(19)?,
+        caption: if deleted_at.is_some() {
+            None
+        } else {
+            // A caption event carries its own; a history row the reader's newest.
+            let data: Option<String> = match event_type {
+                EventType::Caption => row.get(20)?,
+                EventType::Message => row.get(21)?,
+                _ => None,
+            };
+            data.and_then(|d| serde_json::from_str::<Caption>(&d).ok())
+        },
     })
 }
 
@@ -572,7 +602,7 @@ pub(super) fn history(
     limit: u32,
 ) -> StoreResult<Vec<(i64, Message)>> {
     let base = format!(
-        "SELECT m.id, {MESSAGE_COLS}
+        "SELECT m.id, {MESSAGE_COLS}, {HISTORY_CAPTION}
          FROM messages m
          JOIN users su ON su.id = m.sender_id
          LEFT JOIN events e ON 0
@@ -587,9 +617,10 @@ pub(super) fn history(
             let mut st = conn
                 .prepare_cached(&sql)
                 .map_err(sqlite_err("reading a conversation"))?;
-            st.query_map(params![dm_conv(user_id, other.id), before, limit], |r| {
-                Ok((r.get(0)?, message_from_row(r)?))
-            })
+            st.query_map(
+                params![dm_conv(user_id, other.id), before, limit, user_id],
+                |r| Ok((r.get(0)?, message_from_row(r)?)),
+            )
             .and_then(|rows| rows.collect())
             .map_err(sqlite_err("reading a conversation"))?
         }
@@ -606,7 +637,7 @@ pub(super) fn history(
             let mut st = conn
                 .prepare_cached(&sql)
                 .map_err(sqlite_err("reading a group"))?;
-            st.query_map(params![group_conv(g.rowid), before, limit], |r| {
+            st.query_map(params![group_conv(g.rowid), before, limit, user_id], |r| {
                 Ok((r.get(0)?, message_from_row(r)?))
             })
             .and_then(|rows| rows.collect())
@@ -620,7 +651,7 @@ pub(super) fn history(
 /// A single message by rowid, as history shows it.
 fn message_by_rowid(conn: &Connection, rowid: i64) -> StoreResult<Option<Message>> {
     let sql = format!(
-        "SELECT m.id, {MESSAGE_COLS}
+        "SELECT m.id, {MESSAGE_COLS}, NULL
          FROM messages m
          JOIN users su ON su.id = m.sender_id
          LEFT JOIN events e ON 0

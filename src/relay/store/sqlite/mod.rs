@@ -20,12 +20,13 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::oneshot;
 
 use super::{
-    AuthPressure, CodeAttempt, Conversation, FileRecord, LoginOutcome, NewChallenge, NewGroup,
-    NewMessage, PresenceUpdate, Registration, Report, SentMessage, SessionInfo, Store, StoreError,
-    StoreResult, User,
+    AuthPressure, CodeAttempt, Conversation, FileRecord, LanguagePrefs, LoginOutcome, NewChallenge,
+    NewGroup, NewMessage, PresenceUpdate, Registration, Report, SentMessage, SessionInfo, Store,
+    StoreError, StoreResult, User, VoiceContext, VoiceJob, VoiceJobEnd,
 };
 use crate::api::directory::DirectoryEntry;
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
+use crate::api::messages::Caption;
 use crate::api::messages::{ConversationSummary, Message};
 use crate::relay::hub::Hub;
 
@@ -33,6 +34,7 @@ mod files;
 mod groups;
 mod identity;
 mod messages;
+mod voice;
 
 /// Most jobs committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -47,6 +49,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "migrations/007_client_ids_and_message_files.sql"
     )),
+    M::up(include_str!("migrations/008_voice.sql")),
 ];
 
 /// How hard a commit waits for the disk.
@@ -74,6 +77,10 @@ pub(super) struct WriterState {
     pub wakes: Vec<(i64, u64, Option<Arc<Message>>)>,
     pub seqs: HashMap<i64, u64>,
     pub known_peers: std::collections::HashSet<(i64, i64)>,
+    /// Whether anyone has a receive language (so text may need translating); `None` until
+    /// looked up, and again after someone changes theirs. Saves a lookup per message while
+    /// nobody uses translation.
+    pub languages_in_use: Option<bool>,
 }
 
 /// How a job ended, for the batch it is in.
@@ -270,6 +277,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc
         wakes: Vec::new(),
         seqs: HashMap::new(),
         known_peers: Default::default(),
+        languages_in_use: None,
     };
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -291,6 +299,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn WriteJob>>, hub: Arc
                 // Rolled back: positions handed out in this batch were not kept.
                 shared.seqs.clear();
                 shared.known_peers.clear();
+                shared.languages_in_use = None;
                 tracing::error!(error = %e, jobs = batch.len(), "write batch failed");
             }
         }
@@ -407,13 +416,81 @@ impl Store for SqliteStore {
         self.read(move |c| identity::user_by_email(c, &email)).await
     }
 
-    async fn language(&self, user_id: i64) -> StoreResult<Option<String>> {
-        self.read(move |c| identity::language(c, user_id)).await
+    async fn language_prefs(&self, user_id: i64) -> StoreResult<LanguagePrefs> {
+        self.read(move |c| voice::language_prefs(c, user_id)).await
     }
 
-    async fn set_language(&self, user_id: i64, language: Option<String>) -> StoreResult<()> {
-        self.write("saving language prefs", move |c, _| {
-            identity::set_language(c, user_id, language.as_deref())
+    async fn set_language_prefs(
+        &self,
+        user_id: i64,
+        language: Option<Option<String>>,
+        read_aloud: Option<bool>,
+    ) -> StoreResult<()> {
+        self.write("saving language prefs", move |c, w| {
+            voice::set_language_prefs(
+                c,
+                user_id,
+                language.as_ref().map(|l| l.as_deref()),
+                read_aloud,
+                w,
+            )
+        })
+        .await
+    }
+
+    async fn next_voice_job(&self, voice: bool, now: i64) -> StoreResult<Option<VoiceJob>> {
+        self.write("claiming a voice job", move |c, _| {
+            voice::next_job(c, voice, now)
+        })
+        .await
+    }
+
+    async fn shed_voice_jobs(&self, keep: u64) -> StoreResult<Vec<i64>> {
+        self.write("shedding voice jobs", move |c, _| voice::shed(c, keep))
+            .await
+    }
+
+    async fn end_voice_job(&self, id: i64, end: VoiceJobEnd) -> StoreResult<()> {
+        self.write("ending a voice job", move |c, _| {
+            voice::end_job(c, id, &end)
+        })
+        .await
+    }
+
+    async fn voice_backlog(&self) -> StoreResult<u64> {
+        self.read(voice::backlog).await
+    }
+
+    async fn requeue_running_voice_jobs(&self) -> StoreResult<u64> {
+        self.write("requeueing voice jobs", |c, _| voice::requeue_running(c))
+            .await
+    }
+
+    async fn voice_context(&self, message_rowid: i64) -> StoreResult<Option<VoiceContext>> {
+        self.read(move |c| voice::context(c, message_rowid)).await
+    }
+
+    async fn set_transcript(
+        &self,
+        message_rowid: i64,
+        caption: Caption,
+        language: Option<String>,
+    ) -> StoreResult<()> {
+        self.write("recording a transcript", move |c, _| {
+            voice::set_transcript(c, message_rowid, &caption, language.as_deref())
+        })
+        .await
+    }
+
+    async fn add_caption(
+        &self,
+        message_rowid: i64,
+        user_id: i64,
+        caption: Caption,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.write("delivering a caption", move |c, w| {
+            voice::add_caption(c, message_rowid, user_id, &caption, now, w)
         })
         .await
     }
