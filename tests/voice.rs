@@ -494,3 +494,56 @@ fn helper_pid(relay: u32) -> Option<u32> {
     }
     None
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_hook_gets_the_words_of_a_voice_clip() {
+    let Some(dir) = voice_dir() else { return };
+    let sb = Sandbox::new();
+    let relay = Relay::start_with(&sb, &[("PCHAT_VOICE_DIR", &dir)]);
+    let api = relay.api();
+    let ana = api.login("ana@example.com", "ana", "human").await;
+    persona(&sb, &relay.url, "agent@example.com", "agent-1");
+    let seen = sb.path().join("seen");
+    std::fs::create_dir_all(&seen).unwrap();
+    let hook = script(
+        &sb,
+        "hook.sh",
+        &format!(
+            "cat > {s}/$GTS_WEBCHAT_MESSAGE_ID.json\nprintf '%s' \"$GTS_WEBCHAT_TRANSCRIPT\" > {s}/$GTS_WEBCHAT_MESSAGE_ID.transcript",
+            s = seen.display()
+        ),
+    );
+    ok(&gw(
+        &sb,
+        &[
+            "daemon",
+            "start",
+            "--task",
+            "v",
+            "--as",
+            "agent-1",
+            "--on-message",
+            hook.to_str().unwrap(),
+        ],
+    ));
+    let clip = speak(&sb, "please summarize the meeting notes", "ask");
+    let id = send_voice(&api, &ana, "agent-1", &clip).await;
+    let transcript = wait_for(Duration::from_secs(90), "the hook to run", || {
+        std::fs::read_to_string(seen.join(format!("{id}.transcript"))).ok()
+    });
+    assert!(
+        words(&transcript).contains("summarize the meeting notes"),
+        "{transcript}"
+    );
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(seen.join(format!("{id}.json"))).unwrap())
+            .unwrap();
+    assert!(
+        words(record["caption"]["transcript"].as_str().unwrap()).contains("meeting notes"),
+        "{record}"
+    );
+    // tail shows the caption too.
+    let out = ok(&gw(&sb, &["tail", "--task", "v", "-n", "5"]));
+    assert!(out.contains("transcript (en):"), "{out}");
+    ok(&gw(&sb, &["daemon", "stop", "--task", "v"]));
+}

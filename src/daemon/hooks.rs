@@ -104,6 +104,24 @@ fn environment(
             "GTS_WEBCHAT_GROUP_ID",
             get(|m| m.group_id.clone().unwrap_or_default()),
         ),
+        (
+            "GTS_WEBCHAT_TRANSCRIPT",
+            env_safe(&get(|m| {
+                m.caption
+                    .as_ref()
+                    .and_then(|c| c.transcript.clone())
+                    .unwrap_or_default()
+            })),
+        ),
+        (
+            "GTS_WEBCHAT_TRANSLATION",
+            env_safe(&get(|m| {
+                m.caption
+                    .as_ref()
+                    .and_then(|c| c.translation.clone())
+                    .unwrap_or_default()
+            })),
+        ),
         ("GTS_WEBCHAT_BATCH_COUNT", records.len().to_string()),
         ("GTS_WEBCHAT_ATTEMPT", attempt.to_string()),
         (

@@ -23,6 +23,9 @@ use crate::api::{MAX_TEXT_BYTES, now_millis, rfc3339_from_millis};
 
 /// Most records in one coalesced hook run.
 const COALESCE_MAX: usize = 500;
+/// How long a voice clip's hook waits for its transcript (a caption event) after the clip
+/// arrived, so an AI runner gets words, not just audio.
+pub const TRANSCRIPT_WAIT: Duration = Duration::from_secs(30);
 
 /// Work for the runner.
 #[derive(Debug)]
@@ -59,6 +62,21 @@ fn now_text() -> String {
 /// recorded in the inbox only.
 fn wakes_hook(r: &InboxRecord) -> bool {
     matches!(r.message.event_type, EventType::Message | EventType::Edit)
+}
+
+fn is_voice_clip(r: &InboxRecord) -> bool {
+    r.message.event_type == EventType::Message
+        && r.message.attachments.iter().any(|a| a.kind == "voice")
+}
+
+/// Milliseconds since the daemon stored the record (0 when its time does not parse).
+fn age_ms(r: &InboxRecord) -> i64 {
+    time::OffsetDateTime::parse(
+        &r.received_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map(|t| now_millis() - (t.unix_timestamp_nanos() / 1_000_000) as i64)
+    .unwrap_or(i64::MAX)
 }
 
 /// The next unit of work.
@@ -99,6 +117,28 @@ impl Runner {
             running,
             loop_guarded: self.guard.blocked(),
         });
+    }
+
+    /// The caption already received for `message_id`, if any (it follows its message).
+    fn caption_of(&self, message_id: &str) -> Option<crate::api::messages::Caption> {
+        self.pending
+            .iter()
+            .rev()
+            .find(|p| {
+                p.record.message.event_type == EventType::Caption
+                    && p.record.message.message_id == message_id
+            })
+            .and_then(|p| p.record.message.caption.clone())
+    }
+
+    /// How long to hold the front record for its transcript; `None` when it can go now.
+    fn transcript_wait(&self) -> Option<Duration> {
+        let front = &self.pending.front()?.record;
+        if !is_voice_clip(front) || self.caption_of(&front.message.message_id).is_some() {
+            return None;
+        }
+        let left = TRANSCRIPT_WAIT.as_millis() as i64 - age_ms(front);
+        (left > 0).then(|| Duration::from_millis(left as u64))
     }
 
     fn next_work(&mut self) -> Option<Work> {
@@ -395,12 +435,26 @@ pub async fn run(
         if d.shutdown.is_cancelled() {
             return;
         }
-        let work = if *paused.borrow_and_update() {
+        let hold = runner.transcript_wait();
+        let work = if *paused.borrow_and_update() || hold.is_some() {
             None
         } else {
             runner.next_work()
         };
         let Some(work) = work else {
+            if let Some(hold) = hold {
+                // A voice clip waits for its transcript (or the end of the wait).
+                tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(m) => runner.take(m),
+                        None => return,
+                    },
+                    _ = tokio::time::sleep(hold) => {}
+                    _ = paused.changed() => {}
+                    _ = d.shutdown.cancelled() => return,
+                }
+                continue;
+            }
             if runner.pending.is_empty() && runner.retry.is_empty() {
                 d.presence
                     .send_if_modified(|p| std::mem::replace(&mut p.working, false));
@@ -423,7 +477,17 @@ pub async fn run(
                     continue;
                 };
                 let through = Some(Through::of(last));
-                let records: Vec<InboxRecord> = batch.iter().map(|p| p.record.clone()).collect();
+                // Voice clips go to the hook with the transcript that arrived for them.
+                let records: Vec<InboxRecord> = batch
+                    .iter()
+                    .map(|p| {
+                        let mut r = p.record.clone();
+                        if is_voice_clip(&r) && r.message.caption.is_none() {
+                            r.message.caption = runner.caption_of(&r.message.message_id);
+                        }
+                        r
+                    })
+                    .collect();
                 if records.iter().any(wakes_hook) {
                     runner.run_batch(&records, through).await
                 } else {

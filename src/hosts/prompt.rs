@@ -57,6 +57,16 @@ fn fenced(m: &Entry, delim: &str, cap: usize) -> String {
     if !msg.text.ends_with('\n') {
         body.push('\n');
     }
+    if let Some(c) = &msg.caption {
+        if let Some(t) = &c.transcript {
+            let lang = c.language.as_deref().unwrap_or("unknown language");
+            body.push_str(&format!("transcript of the voice clip ({lang}):\n{t}\n"));
+        }
+        if let Some(t) = &c.translation {
+            let lang = c.translation_language.as_deref().unwrap_or("?");
+            body.push_str(&format!("translation ({lang}):\n{t}\n"));
+        }
+    }
     for (i, a) in msg.attachments.iter().enumerate() {
         let local = m
             .attachment_paths
