@@ -118,7 +118,27 @@ fn web_pages_and_links_cannot_take_over_or_move_a_session() {
 #[test]
 fn web_app_in_headless_chromium() {
     let sb = Sandbox::new();
-    let relay = Relay::start_with(&sb, &[("PCHAT_MAX_UPLOAD_MB", "1")]);
+    // With the offline voice engines (GTSW_VOICE_DIR), a voice clip step runs too.
+    let voice_dir = std::env::var("GTSW_VOICE_DIR")
+        .ok()
+        .filter(|d| std::path::Path::new(d).join("venv/bin/python").is_file());
+    let clip = sb.path().join("report.wav");
+    let voice = voice_dir.is_some()
+        && Command::new("espeak-ng")
+            .args(["-v", "en-us", "-w"])
+            .arg(&clip)
+            .arg("the report is ready")
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(
+        voice || std::env::var("GTSW_REQUIRE_VOICE").as_deref() != Ok("1"),
+        "GTSW_REQUIRE_VOICE=1 but the voice engines or espeak-ng are missing"
+    );
+    let mut env = vec![("PCHAT_MAX_UPLOAD_MB", "1")];
+    if let Some(d) = voice_dir.as_deref() {
+        env.push(("PCHAT_VOICE_DIR", d));
+    }
+    let relay = Relay::start_with(&sb, &env);
     let r = relay.url.as_str();
 
     // An AI session the person will talk to: a daemon whose hook echoes back.
@@ -207,15 +227,16 @@ fn web_app_in_headless_chromium() {
     );
 
     let fixtures = sb.path().display().to_string();
-    let out = run_script(
-        "e2e.mjs",
-        &relay,
-        &[
-            ("BEN_URL", &ben_url),
-            ("CARA_URL", &cara_url),
-            ("FIXTURES", &fixtures),
-        ],
-    );
+    let clip_path = clip.display().to_string();
+    let mut script_env = vec![
+        ("BEN_URL", ben_url.as_str()),
+        ("CARA_URL", cara_url.as_str()),
+        ("FIXTURES", fixtures.as_str()),
+    ];
+    if voice {
+        script_env.push(("VOICE_CLIP", clip_path.as_str()));
+    }
+    let out = run_script("e2e.mjs", &relay, &script_env);
     let _ = sb.cmd().args(["daemon", "stop", "--task", "web"]).output();
     eprintln!("{out}");
     let artifacts = artifacts();

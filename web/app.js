@@ -60,6 +60,7 @@ const state = {
   maxUpload: 25 * 1024 * 1024,
   groups: new Map(),
   recorder: null,
+  prefs: { receive_language: null, read_aloud: false },
 };
 
 class RelayError extends Error {
@@ -259,6 +260,7 @@ async function startSession() {
     /* keep the default */
   }
   api('POST', '/api/v1/webchat/presence', presenceBody(true)).catch(() => {});
+  api('GET', '/api/v1/webchat/language-prefs').then((p) => (state.prefs = p)).catch(() => {});
   await loadConversations();
   pollLoop(gen);
   presenceLoop(gen);
@@ -377,6 +379,13 @@ function applyEvent(m) {
     target.attachments = [];
   } else if (m.type === 'read') {
     target.read = true;
+  } else if (m.type === 'caption') {
+    target.caption = m.caption;
+    // Read-aloud: play the spoken translation as it arrives (the person asked for it).
+    if (state.prefs.read_aloud && m.caption && m.caption.audio && state.active === convKeyOf(target)) {
+      const player = new Audio(fileUrl(m.caption.audio.url));
+      player.play().catch(() => {});
+    }
   }
   renderMessages();
   renderConversations();
@@ -552,6 +561,32 @@ function timeOf(iso) {
   return isNaN(d) ? '' : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
+/** The transcript and translation under a message; the original stays as it is. */
+function captionView(m) {
+  const voice = (m.attachments || []).some((a) => a.kind === 'voice');
+  const c = m.caption;
+  if (!c) {
+    return voice && !m.deleted ? h('div', { class: 'caption muted', 'data-testid': 'caption-pending' }, 'transcribing…') : null;
+  }
+  const box = h('div', { class: 'caption', 'data-testid': 'caption' });
+  if (c.translation) {
+    box.append(h('div', { class: 'translation', 'data-testid': 'caption-translation', lang: c.translation_language || '' }, c.translation));
+    const original = c.transcript || (voice ? '' : m.text);
+    if (original) {
+      const d = h('details', { class: 'original' }, h('summary', {}, 'Original' + (c.language ? ` (${c.language})` : '')));
+      d.append(h('div', { lang: c.language || '', 'data-testid': 'caption-original' }, original));
+      box.append(d);
+    }
+  } else if (c.transcript != null) {
+    box.append(h('div', { class: 'transcript', 'data-testid': 'caption-transcript', lang: c.language || '' }, c.transcript || '(no speech)'));
+  }
+  if (c.audio) {
+    box.append(h('audio', { src: fileUrl(c.audio.url), controls: true, preload: 'none', 'data-testid': 'caption-audio', 'aria-label': 'Translation read aloud' }));
+  }
+  if (c.caption_failed) box.append(h('div', { class: 'caption-failed muted small', 'data-testid': 'caption-failed' }, c.caption_failed));
+  return box;
+}
+
 function renderMessage(m) {
   const mine = isMine(m);
   const conv = currentConv();
@@ -589,6 +624,7 @@ function renderMessage(m) {
         ? h('div', { class: 'text', 'data-testid': 'message-text' }, m.text)
         : null,
     m.deleted ? null : (m.attachments || []).map(attachmentView),
+    m.deleted ? null : captionView(m),
     foot,
   );
 }
@@ -943,7 +979,9 @@ async function openSettings() {
   $('set-relay').value = state.relay;
   try {
     const p = await api('GET', '/api/v1/webchat/language-prefs');
+    state.prefs = p;
     $('set-lang').value = p.receive_language || '';
+    $('set-read-aloud').checked = !!p.read_aloud;
   } catch (_) {
     $('set-lang').value = '';
   }
@@ -955,7 +993,10 @@ async function saveSettings() {
   try {
     const name = $('set-name').value.trim();
     await api('PUT', '/api/v1/webchat/profile', { display_name: name || undefined, public_visible: $('set-visible').checked });
-    await api('PUT', '/api/v1/webchat/language-prefs', { receive_language: $('set-lang').value.trim() });
+    state.prefs = await api('PUT', '/api/v1/webchat/language-prefs', {
+      receive_language: $('set-lang').value.trim(),
+      read_aloud: $('set-read-aloud').checked,
+    });
     const me = await api('GET', '/api/v1/webchat/me');
     state.me = me;
     $('me-name').textContent = me.display_name;

@@ -202,6 +202,32 @@ await run(browser, pages, ART, 'result', async () => {
     check(lang === 'es', 'receive_language ' + lang);
   });
 
+  await step('a voice clip arrives, then its transcript and a translation into the reader\'s language', async () => {
+    if (!env.VOICE_CLIP) {
+      console.log('(no voice engines here: skipped)');
+      return;
+    }
+    // Ana now reads Spanish (the step above). Ben, in their conversation, sends a clip.
+    await ben.bringToFront();
+    await ben.locator(tid('conversation-item'), { hasText: 'Ana' }).click();
+    await ben.locator(tid('composer')).waitFor();
+    await ben.locator(tid('attachment-input')).setInputFiles(env.VOICE_CLIP);
+    await ana.bringToFront();
+    await ana.locator(tid('conversation-item'), { hasText: 'Ben' }).click();
+    const clip = ana.locator(tid('message'), { has: ana.locator(tid('attachment-audio')) }).last();
+    await clip.waitFor();
+    const translation = clip.locator(tid('caption-translation'));
+    await translation.waitFor({ timeout: 90000 });
+    const es = (await translation.textContent()).toLowerCase();
+    check(es.includes('informe'), 'a Spanish caption: ' + es);
+    // The original is one tap away, and the audio is still there.
+    await clip.locator('details.original summary').click();
+    const original = (await clip.locator(tid('caption-original')).textContent()).toLowerCase();
+    check(original.includes('report is ready'), 'the original transcript: ' + original);
+    check((await clip.locator(tid('attachment-audio')).count()) === 1, 'the clip itself is kept');
+    await shot(ana, 'voice-caption.png');
+  });
+
   await step('relay unreachable: a banner, then automatic recovery', async () => {
     await ana.route(RELAY + '/api/v1/**', (route) => route.abort('connectionrefused'));
     // Any request now fails; the poll loop notices within one long-poll or at once on send.
