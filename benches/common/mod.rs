@@ -1,0 +1,308 @@
+//! What the benchmarks share: the real binary in a temp HOME, a relay on an ephemeral port,
+//! logins, process readings (RSS, CPU), statistics and the JSON results.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gts_webchat::api::auth::{RequestCodeRequest, VerifyCodeRequest};
+use gts_webchat::api::messages::{PollRequest, SendRequest};
+use gts_webchat::api::{FREE_PHONE_ID, Kind, PCHAT_CHANNEL};
+use gts_webchat::client::RelayClient;
+use serde_json::json;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gts-webchat");
+
+pub fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- processes
+
+pub struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("gtswc-bench-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn cmd(&self) -> Command {
+        let p = self.path();
+        let run = p.join("run");
+        std::fs::create_dir_all(&run).ok();
+        // GTSW_BENCH_BIN runs another build through the same harness, for A/B runs.
+        let mut c = Command::new(std::env::var_os("GTSW_BENCH_BIN").unwrap_or_else(|| BIN.into()));
+        for k in ["HOST", "PORT", "RELAY_URL", "SMTP_HOST", "RUST_LOG"] {
+            c.env_remove(k);
+        }
+        c.env("HOME", p.join("home"))
+            .env("XDG_DATA_HOME", p.join("data"))
+            .env("XDG_CONFIG_HOME", p.join("config"))
+            .env("XDG_STATE_HOME", p.join("state"))
+            .env("XDG_RUNTIME_DIR", &run)
+            .current_dir(p);
+        c
+    }
+}
+
+pub struct Relay {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Relay {
+    pub fn start(env: &Env, extra: &[(&str, &str)]) -> Relay {
+        let mut child = env
+            .cmd()
+            .args(["relay", "--port", "0", "--data-dir"])
+            .arg(env.path().join("relay"))
+            .env("PCHAT_CODE_RATE_PER_IP", "0")
+            .env("PCHAT_CODE_RATE_PER_EMAIL", "0")
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start relay");
+        let out = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let mut reader = std::io::BufReader::new(out);
+        let url = loop {
+            line.clear();
+            if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                panic!("relay exited before printing its address");
+            }
+            if let Some(u) = line.trim().strip_prefix("relay listening on ") {
+                break u.to_string();
+            }
+        };
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        Relay { child, url }
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident set size (KiB) of a process.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Proportional and private (unshared) memory, KiB: RSS counts code pages shared with the
+/// relay (same binary), PSS splits them, private counts only the process's own.
+pub fn pss_private_kib(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    )
+}
+
+/// User + system CPU time (clock ticks) of a process.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    cpu_ticks_of(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a /proc stat file.
+pub fn cpu_ticks_of(stat: &str) -> u64 {
+    std::fs::read_to_string(stat)
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// CPU ticks of one named thread of a process (e.g. the relay's `sqlite-writer`).
+pub fn thread_cpu_ticks(pid: u32, name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| t.file_name().to_str()?.parse::<u32>().ok())
+        .map(|tid| cpu_ticks_of(&format!("/proc/{pid}/task/{tid}/stat")))
+        .sum()
+}
+
+pub fn ticks_per_sec() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on.
+    100.0
+}
+
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- relay helpers
+
+pub async fn login(relay: &str, email: &str, address: &str, kind: Kind) -> RelayClient {
+    let c = RelayClient::new(relay).expect("client");
+    let sent = c
+        .request_code(&RequestCodeRequest {
+            email: email.into(),
+            display_name: None,
+            purpose: None,
+        })
+        .await
+        .expect("request code");
+    let v = c
+        .verify_code(&VerifyCodeRequest {
+            email: email.into(),
+            code: sent.dev_code.expect("dev code"),
+            login_id: Some(sent.login_id),
+            display_name: Some(address.into()),
+            chat_address: Some(address.into()),
+            public_visible: Some(true),
+            kind: Some(kind),
+        })
+        .await
+        .expect("verify");
+    c.with_token(v.session_token)
+}
+
+pub fn send_req(from: &str, to: &str, text: String) -> SendRequest {
+    SendRequest {
+        phone_id: Some(FREE_PHONE_ID.into()),
+        channel: Some(PCHAT_CHANNEL.into()),
+        source: Some(from.into()),
+        to: to.into(),
+        text: Some(text),
+        ..Default::default()
+    }
+}
+
+pub fn poll_req(after: &str, wait: f64) -> PollRequest {
+    PollRequest {
+        phone_id: None,
+        chat_address: None,
+        limit: Some(500),
+        after: Some(after.into()),
+        wait: Some(wait),
+    }
+}
+
+// ---------------------------------------------------------------- statistics
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub n: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+pub fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |q: f64| {
+        if v.is_empty() {
+            0.0
+        } else {
+            ms(v[((v.len() as f64 - 1.0) * q).round() as usize])
+        }
+    };
+    Stats {
+        n: v.len(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        max_ms: v.last().copied().map(ms).unwrap_or(0.0),
+        mean_ms: if v.is_empty() {
+            0.0
+        } else {
+            v.iter().map(|d| ms(*d)).sum::<f64>() / v.len() as f64
+        },
+    }
+}
+
+pub fn row(label: &str, s: &Stats) {
+    println!(
+        "  {label:<44} {:>6} {:>10.3} {:>10.3} {:>10.3}",
+        s.n, s.p50_ms, s.p99_ms, s.max_ms
+    );
+}
+
+pub fn header(title: &str) {
+    println!("\n{title}");
+    println!(
+        "  {:<44} {:>6} {:>10} {:>10} {:>10}",
+        "", "n", "p50 ms", "p99 ms", "max ms"
+    );
+}
+
+pub fn write_json(name: &str, value: serde_json::Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");
+    std::fs::create_dir_all(&dir).ok();
+    let path = dir.join(format!("{name}.json"));
+    let doc = json!({
+        "bench": name,
+        "when": gts_webchat::api::rfc3339_from_millis((now_ns() / 1_000_000) as i64),
+        "machine": machine(),
+        "results": value,
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap_or_default()).ok();
+    println!("  (JSON: {})", path.display());
+}
+
+pub fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_default();
+    json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu, "memory": mem})
+}
