@@ -319,14 +319,10 @@ async fn bench_caption() -> Value {
         let got = wait_event(&bea, &mut after, "caption", &id).await;
         voice.push(got - sent);
     }
-    for i in 0..10 {
+    for (i, sentence) in SENTENCES.iter().take(10).enumerate() {
         let sent = Instant::now();
         let id = ana
-            .send(&send_req(
-                "ana",
-                "bea",
-                format!("{} number {i}", SENTENCES[i]),
-            ))
+            .send(&send_req("ana", "bea", format!("{sentence} number {i}")))
             .await
             .expect("send")
             .message_id;
