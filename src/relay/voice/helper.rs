@@ -113,7 +113,8 @@ async fn run_once(
 ) -> std::io::Result<std::process::ExitStatus> {
     let mut cmd = tokio::process::Command::new(python);
     cmd.arg(script)
-        .args(["--port", "0", "--threads", "1"])
+        .args(["--port", "0", "--threads", "1", "--parent"])
+        .arg(std::process::id().to_string())
         .env("HF_HUB_OFFLINE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

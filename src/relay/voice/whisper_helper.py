@@ -100,7 +100,19 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--model", default="")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--parent", type=int, default=0, help="exit when this process is gone")
     args = ap.parse_args()
+    if args.parent:
+        # A relay killed with SIGKILL cannot stop us: notice being orphaned and go too.
+        def watch():
+            import time
+
+            while True:
+                time.sleep(1)
+                if os.getppid() != args.parent:
+                    os._exit(0)
+
+        threading.Thread(target=watch, daemon=True).start()
     path, name = model_dir(args.model)
     Handler.model = WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=args.threads)
     Handler.name = name
