@@ -8,5 +8,6 @@ pub mod client;
 pub mod daemon;
 pub mod failpoints;
 pub mod hosts;
+pub mod mcp;
 pub mod private_fs;
 pub mod relay;

@@ -415,12 +415,16 @@ async fn a_killed_engine_is_restarted_and_slow_ones_time_out() {
     // A relay killed outright takes its helper with it (no orphaned model in memory).
     let mut relay = relay;
     relay.kill9();
-    wait_for(Duration::from_secs(15), "the orphaned helper to exit", || {
-        (!Path::new(&format!("/proc/{restarted}/cmdline")).exists()
-            || std::fs::read_to_string(format!("/proc/{restarted}/stat"))
-                .is_ok_and(|s| s.contains(") Z ")))
-        .then_some(())
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "the orphaned helper to exit",
+        || {
+            (!Path::new(&format!("/proc/{restarted}/cmdline")).exists()
+                || std::fs::read_to_string(format!("/proc/{restarted}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")))
+            .then_some(())
+        },
+    );
     drop(relay);
 
     // A step that takes longer than PCHAT_VOICE_TIMEOUT_SECS: retried, then said so.

@@ -82,3 +82,11 @@ pub struct JoinRequestsResponse {
     pub ok: bool,
     pub requests: Vec<JoinRequest>,
 }
+
+/// `{"ok":true,"joined":…}`: joined at once (public) or a request filed (private).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinResponse {
+    pub ok: bool,
+    pub joined: bool,
+    pub pending: bool,
+}

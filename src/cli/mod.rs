@@ -5,6 +5,7 @@ mod compat;
 mod daemon_cmd;
 mod docs;
 pub mod exit;
+mod mcp_cmd;
 mod messaging;
 pub mod output;
 mod persona_cmd;
@@ -43,6 +44,8 @@ pub enum Command {
     Tail(tail_cmd::TailArgs),
     /// One turn of an AI host per message: the daemon's hook for `--runner PRESET`.
     RunHost(run_host_cmd::RunHostArgs),
+    /// An MCP server over stdio: chat as tools for Claude Code, Codex, Cursor, Gemini CLI…
+    Mcp(mcp_cmd::McpArgs),
     /// The seed's webchat_cli.py flags, unchanged (`gts-webchat cli EMAIL --name … --watch`).
     Cli(compat::CompatArgs),
     /// Print a shell completion script.
@@ -98,6 +101,7 @@ pub fn main() -> i32 {
         Command::Daemon(cmd) => daemon_cmd::dispatch(cmd),
         Command::Tail(args) => tail_cmd::run(&args),
         Command::RunHost(args) => run_host_cmd::run(args),
+        Command::Mcp(args) => mcp_cmd::run(args),
         Command::Completions(args) => docs::completions(&args),
         Command::Man => docs::man(),
     };

@@ -373,6 +373,32 @@ impl RelayClient {
         self.execute("reading a conversation", req).await
     }
 
+    pub async fn conversations(&self) -> ClientResult<crate::api::messages::ConversationsResponse> {
+        let req = self
+            .request(Method::GET, "/api/v1/webchat/conversations")
+            .timeout(REQUEST_TIMEOUT);
+        self.execute("listing conversations", req).await
+    }
+
+    pub async fn groups(&self) -> ClientResult<crate::api::groups::GroupListResponse> {
+        let req = self
+            .request(Method::GET, "/api/v1/webchat/groups")
+            .timeout(REQUEST_TIMEOUT);
+        self.execute("listing groups", req).await
+    }
+
+    pub async fn join_group(&self, id: &str) -> ClientResult<crate::api::groups::JoinResponse> {
+        let path = format!(
+            "/api/v1/webchat/groups/{}/join",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let req = self
+            .request(Method::POST, &path)
+            .json(&serde_json::json!({}))
+            .timeout(REQUEST_TIMEOUT);
+        self.execute("joining a group", req).await
+    }
+
     pub async fn send(&self, req: &SendRequest) -> ClientResult<SendResponse> {
         self.json(
             "sending a message",

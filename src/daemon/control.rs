@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{HistoryBody, PROTOCOL_VERSION, Reply, SendBody, Status};
+use super::protocol::{ClaimBody, HistoryBody, PROTOCOL_VERSION, Reply, SendBody, Status};
 use crate::private_fs::{self, FsError};
 
 /// Largest control request body.
@@ -33,6 +33,12 @@ pub trait Controller: Send + Sync + 'static {
         &self,
         body: HistoryBody,
     ) -> Result<Vec<crate::api::messages::Message>, String>;
+    /// Records not yet claimed; with `advance`, they become claimed.
+    async fn claim(
+        &self,
+        body: ClaimBody,
+        advance: bool,
+    ) -> Result<Vec<super::inbox::InboxRecord>, String>;
     fn set_paused(&self, paused: bool);
     fn retry_dead_letters(&self) -> usize;
 }
@@ -144,6 +150,23 @@ async fn handle(
                 ));
             }
         },
+        (Method::POST, path @ ("/claim" | "/peek")) => {
+            match serde_json::from_slice::<ClaimBody>(if body.is_empty() { b"{}" } else { &body }) {
+                Ok(b) => match ctl.claim(b, path == "/claim").await {
+                    Ok(records) => Reply {
+                        records: Some(records),
+                        ..Reply::ok()
+                    },
+                    Err(e) => Reply::err(e),
+                },
+                Err(e) => {
+                    return Ok(json_response(
+                        StatusCode::BAD_REQUEST,
+                        &Reply::err(format!("bad claim request: {e}")),
+                    ));
+                }
+            }
+        }
         (Method::POST, "/history") => match serde_json::from_slice::<HistoryBody>(&body) {
             Ok(b) => match ctl.history(b).await {
                 Ok(messages) => Reply {
@@ -319,6 +342,7 @@ mod tests {
                 last_hook: None,
                 dead_letters: Vec::new(),
                 outbox: 0,
+                claimed_seq: 0,
                 hooks_paused: false,
                 hook: None,
                 on_busy: "queue".into(),
@@ -341,6 +365,13 @@ mod tests {
             &self,
             _: HistoryBody,
         ) -> Result<Vec<crate::api::messages::Message>, String> {
+            Ok(Vec::new())
+        }
+        async fn claim(
+            &self,
+            _: ClaimBody,
+            _: bool,
+        ) -> Result<Vec<crate::daemon::inbox::InboxRecord>, String> {
             Ok(Vec::new())
         }
         fn set_paused(&self, _: bool) {}

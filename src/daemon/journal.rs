@@ -79,6 +79,8 @@ pub enum Event {
     Sent {
         client_id: String,
     },
+    /// A live host or MCP server took the records up to here.
+    Claimed(Through),
 }
 
 /// What applying an event produced.
@@ -235,6 +237,15 @@ impl Durable {
             }
             Event::Sent { client_id } => {
                 self.save(|s| s.outbox.retain(|o| &o.client_id != client_id))?;
+                Ok(Applied::Done)
+            }
+            Event::Claimed(t) => {
+                self.save(|s| {
+                    if t.seq > s.claimed_seq {
+                        s.claimed_seq = t.seq;
+                        s.claimed_offset = t.end;
+                    }
+                })?;
                 Ok(Applied::Done)
             }
         }

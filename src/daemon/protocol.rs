@@ -79,6 +79,10 @@ pub struct Status {
     /// Replies decided but not yet taken by the relay.
     #[serde(default)]
     pub outbox: usize,
+    /// Inbox records through this seq were handed to a live session (MCP, host hook), so no
+    /// batch turn runs for them.
+    #[serde(default)]
+    pub claimed_seq: u64,
     pub hooks_paused: bool,
     pub hook: Option<String>,
     pub on_busy: String,
@@ -115,6 +119,18 @@ pub struct HistoryBody {
     pub limit: Option<u32>,
 }
 
+/// `POST /claim` and `POST /peek`: inbox records a live host or an MCP server takes over
+/// (claim marks them, so the daemon's hook does not run for them and no one takes them twice).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClaimBody {
+    /// At most this many (default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Wait up to this long for a first record (claim only; default 0).
+    #[serde(default)]
+    pub wait_secs: Option<f64>,
+}
+
 /// Every control reply: the protocol version, ok, and what the request returns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reply {
@@ -131,6 +147,9 @@ pub struct Reply {
     /// `/history`: the conversation, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<crate::api::messages::Message>>,
+    /// `/claim` and `/peek`: inbox records, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<super::inbox::InboxRecord>>,
 }
 
 impl Reply {
@@ -143,6 +162,7 @@ impl Reply {
             message_id: None,
             retried: None,
             messages: None,
+            records: None,
         }
     }
     pub fn err(e: impl Into<String>) -> Reply {

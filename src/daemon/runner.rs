@@ -488,6 +488,14 @@ pub async fn run(
                         r
                     })
                     .collect();
+                // Records a live host or MCP server claimed are theirs: no batch turn. The
+                // rest are taken under the lock `/claim` holds, so it skips them.
+                let records: Vec<InboxRecord> = {
+                    let mut taken = runner.d.taken.lock().await;
+                    let claimed = runner.d.journal.snapshot().state.claimed_seq;
+                    *taken = (*taken).max(last.record.seq);
+                    records.into_iter().filter(|r| r.seq > claimed).collect()
+                };
                 if records.iter().any(wakes_hook) {
                     runner.run_batch(&records, through).await
                 } else {

@@ -80,6 +80,12 @@ pub struct DaemonState {
     /// Decided, not yet acknowledged by the relay; sent in order.
     #[serde(default)]
     pub outbox: Vec<Outgoing>,
+    /// The last inbox seq a live host or an MCP server claimed (their hooks do not run)…
+    #[serde(default)]
+    pub claimed_seq: u64,
+    /// …and the byte offset just after it.
+    #[serde(default)]
+    pub claimed_offset: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

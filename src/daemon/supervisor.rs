@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
@@ -23,9 +23,11 @@ use super::DaemonError;
 use super::control::{self, Controller};
 use super::health::Health;
 use super::hooks::HookContext;
+use super::inbox::{self, InboxRecord, Placed};
 use super::journal::{self, Journal};
+use super::journal::{Event, Through};
 use super::paths::{TaskName, TaskPaths};
-use super::protocol::{HistoryBody, PROTOCOL_VERSION, Phase, SendBody, Status};
+use super::protocol::{ClaimBody, HistoryBody, PROTOCOL_VERSION, Phase, SendBody, Status};
 use super::runner::{RunnerMsg, RunnerView};
 use super::session::Sessions;
 use super::settings::{BusyPolicy, TaskSettings};
@@ -56,6 +58,9 @@ pub struct Daemon {
     /// Records handed to the runner that it has not taken yet (it takes them between runs).
     pub handed: AtomicUsize,
     pub runner_view: watch::Receiver<RunnerView>,
+    /// The last inbox seq the runner took for a batch turn. Held while the runner or a
+    /// `/claim` decides who gets a record, so each goes to exactly one of them.
+    pub taken: tokio::sync::Mutex<u64>,
     started: Instant,
     started_at: String,
 }
@@ -121,6 +126,7 @@ impl Controller for Daemon {
             last_hook: saved.state.last_hook.clone(),
             dead_letters: saved.state.dead.clone(),
             outbox: saved.state.outbox.len(),
+            claimed_seq: saved.state.claimed_seq,
             hooks_paused: *self.paused.borrow(),
             hook: self.settings.hook.as_ref().map(|h| {
                 std::iter::once(h.program.display().to_string())
@@ -178,6 +184,56 @@ impl Controller for Daemon {
             .await
             .map(|r| r.messages)
             .map_err(|e| e.to_string())
+    }
+
+    async fn claim(&self, body: ClaimBody, advance: bool) -> Result<Vec<InboxRecord>, String> {
+        let limit = body.limit.unwrap_or(50).clamp(1, 500) as usize;
+        let wait = Duration::from_secs_f64(body.wait_secs.unwrap_or(0.0).clamp(0.0, 90.0));
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.journal.subscribe();
+        loop {
+            {
+                // One claimer at a time, and not while the runner takes a batch: no record
+                // is handed to two of them. Not held while waiting.
+                let taken = self.taken.lock().await;
+                let snap = changes.borrow_and_update().clone();
+                let st = &snap.state;
+                // Records a batch turn has run, or is running, are not the live session's.
+                // Without a hook the runner only files records away: all are the session's.
+                let turns = self.settings.hook.is_some();
+                let (seq, offset) = if turns && st.hook_seq > st.claimed_seq {
+                    (st.hook_seq, st.hook_offset)
+                } else {
+                    (st.claimed_seq, st.claimed_offset)
+                };
+                let seq = if turns { seq.max(*taken) } else { seq };
+                let path = self.paths.inbox.clone();
+                let placed = tokio::task::spawn_blocking(move || inbox::read_from(&path, offset))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                let fresh: Vec<Placed> = placed
+                    .into_iter()
+                    .filter(|p| p.record.seq > seq)
+                    .take(limit)
+                    .collect();
+                if !fresh.is_empty() || !advance || tokio::time::Instant::now() >= deadline {
+                    if advance && let Some(last) = fresh.last() {
+                        self.journal
+                            .apply(Event::Claimed(Through::of(last)))
+                            .await
+                            .ok_or("the daemon is stopping")?;
+                    }
+                    drop(taken);
+                    return Ok(fresh.into_iter().map(|p| p.record).collect());
+                }
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return Ok(Vec::new()) },
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.shutdown.cancelled() => return Ok(Vec::new()),
+            }
+        }
     }
 
     fn set_paused(&self, paused: bool) {
@@ -242,6 +298,7 @@ pub async fn run(
         runner: runner_tx,
         handed: AtomicUsize::new(0),
         runner_view: view_rx,
+        taken: tokio::sync::Mutex::new(0),
         paths,
         settings,
     });

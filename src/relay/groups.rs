@@ -10,7 +10,7 @@ use super::store::NewGroup;
 use crate::api::address::{group_target, normalize_address};
 use crate::api::groups::{
     AddMemberRequest, CreateGroupRequest, CreateGroupResponse, GroupListResponse,
-    JoinRequestsResponse, MembersResponse,
+    JoinRequestsResponse, JoinResponse, MembersResponse,
 };
 use crate::api::{ErrorBody, ErrorCode, OkResponse, now_millis};
 
@@ -208,14 +208,6 @@ pub async fn leave(
         .remove_member(session.user.id, &group, &session.user.chat_address)
         .await?;
     Ok(Json(OkResponse::ok()))
-}
-
-/// `{"ok":true,"joined":…}`: joined at once (public) or a request filed (private).
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct JoinResponse {
-    pub ok: bool,
-    pub joined: bool,
-    pub pending: bool,
 }
 
 async fn join_inner(state: &AppState, user: i64, id: &str) -> ApiResult<Json<JoinResponse>> {

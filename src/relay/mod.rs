@@ -60,6 +60,9 @@ pub struct Inner {
     pub voice: voice::Voice,
     /// Released at shutdown so waiting long-polls answer at once.
     pub shutdown: CancellationToken,
+    /// This relay's own loopback URL, known once it listens: the `/mcp` tools call the API
+    /// through it with the caller's token, so they pass the same checks as any client.
+    pub self_url: Arc<std::sync::OnceLock<String>>,
     sessions: DashMap<String, (SessionInfo, Instant)>,
 }
 
@@ -283,6 +286,7 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .saturating_add(1024 * 1024);
     let app = api
         .merge(web::router())
+        .nest_service("/mcp", mcp_service(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
@@ -310,6 +314,32 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         )
         .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive));
     (app, doc)
+}
+
+/// MCP over Streamable HTTP. The origin guard outside it already checks `Host` and `Origin`
+/// for the whole relay, so rmcp's own loopback-only Host list is turned off.
+fn mcp_service(
+    state: &AppState,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    crate::mcp::server::ChatServer,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let base = state.self_url.clone();
+    StreamableHttpService::new(
+        move || {
+            Ok(crate::mcp::server::ChatServer::new(
+                crate::mcp::server::Source::Relay { base: base.clone() },
+            ))
+        },
+        Default::default(),
+        StreamableHttpServerConfig::default()
+            .disable_allowed_hosts()
+            .with_cancellation_token(state.shutdown.child_token())
+            .with_max_request_body_bytes(1024 * 1024),
+    )
 }
 
 /// Binds the configured address; when no port was asked for and the default is busy, the next
@@ -380,6 +410,7 @@ pub fn open_state(
         mailer,
         config,
         shutdown,
+        self_url: Arc::new(std::sync::OnceLock::new()),
         sessions: DashMap::new(),
     })))
 }
@@ -401,6 +432,17 @@ fn announce_login_mode(config: &RelayConfig) {
 /// Serves on `listener` until `shutdown` is cancelled, then drains and closes storage.
 pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayError> {
     let shutdown = state.shutdown.clone();
+    if let Ok(addr) = listener.local_addr() {
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        let _ = state.self_url.set(format!(
+            "http://{}",
+            std::net::SocketAddr::new(ip, addr.port())
+        ));
+    }
     let (app, _) = router(state.clone());
     announce_login_mode(&state.config);
 
