@@ -1,6 +1,6 @@
 //! schemathesis against the relay's own OpenAPI document: generated requests to every
-//! operation, with a session, checking that nothing answers 5xx and every error has the JSON
-//! error shape. Afterwards no token or login code may be in the relay's log.
+//! operation, with a session, checking that nothing answers 5xx (but the documented 503 of a
+//! relay without a speech engine) and every error has the JSON error shape. Afterwards no token or login code may be in the relay's log.
 
 mod common;
 
@@ -28,7 +28,7 @@ async fn schemathesis_finds_no_server_errors_and_only_shaped_errors() {
         .arg("run")
         .arg(format!("{}/api/v1/openapi.json", relay.url))
         .args(["--header", &format!("X-PChat-Session: {token}")])
-        .args(["--checks", "not_a_server_error,error_shape"])
+        .args(["--checks", "no_server_error,error_shape"])
         .args(["--max-examples", "15", "--max-time", "90", "--workers", "2"])
         .args(["--exclude-path", "/api/v1/pchat/auth/logout"])
         .args(["--seed", "42", "--report", "junit"])
