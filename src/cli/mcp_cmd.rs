@@ -8,15 +8,17 @@ use super::persona_cmd::store;
 use super::{CliResult, Failure, exit};
 use crate::daemon::control;
 use crate::daemon::paths::{self, TaskName, TaskPaths};
+use crate::daemon::settings::{Identity, TaskSettings};
 use crate::mcp::chat::{Chat, DaemonLink};
 use crate::mcp::server::{ChatServer, Source};
 
 #[derive(Debug, Args)]
 pub struct McpArgs {
-    /// The local persona (email or chat address) the tools act as
-    #[arg(long = "as", value_name = "PERSONA")]
-    pub as_: String,
-    /// Read through this task's daemon [default: the running daemon of this persona, if any]
+    /// The local persona (email or chat address) the tools act as [default: the task's]
+    #[arg(long = "as", value_name = "PERSONA", required_unless_present = "task")]
+    pub as_: Option<String>,
+    /// Read through this task's daemon (when it runs; else from the relay) [default: the
+    /// running daemon of this persona, if any]
     #[arg(long)]
     pub task: Option<String>,
     /// Talk to the relay directly even when a daemon runs for the persona
@@ -24,7 +26,7 @@ pub struct McpArgs {
     pub no_daemon: bool,
 }
 
-/// The running daemon of `address`, if any: the one named, or the first that answers as it.
+/// The running daemon of `address`, if any: the task's, or the first that answers as it.
 async fn find_daemon(address: &str, task: Option<&str>) -> Result<Option<DaemonLink>, Failure> {
     let names: Vec<String> = match task {
         Some(t) => vec![t.to_string()],
@@ -57,11 +59,39 @@ async fn find_daemon(address: &str, task: Option<&str>) -> Result<Option<DaemonL
                     format!("the daemon of task {name} does not run as {address}"),
                 ));
             }
-            Err(e) if task.is_some() => return Err(Failure::from(e)),
+            Err(e) if task.is_some() => {
+                // Not running now: the tools talk to the relay directly.
+                tracing::warn!("{e}; reading from the relay directly");
+            }
             _ => {}
         }
     }
     Ok(None)
+}
+
+/// The persona a task's daemon runs as (from its saved settings).
+fn persona_of_task(task: &str) -> Result<String, Failure> {
+    let name = TaskName::parse(task).map_err(|e| Failure::new(exit::USAGE, e))?;
+    let paths = TaskPaths::new(&name)
+        .ok_or_else(|| Failure::new(exit::LOCAL, "no home directory; set HOME"))?;
+    let settings = TaskSettings::load(&paths.settings)
+        .map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?
+        .ok_or_else(|| {
+            Failure::new(
+                exit::LOCAL,
+                format!(
+                    "there is no task {task}: start it with `gts-webchat daemon start --task {task} --as PERSONA`, or pass --as"
+                ),
+            )
+        })?;
+    Ok(match settings.identity {
+        Identity::Persona { who } => who,
+        Identity::Flags {
+            email,
+            chat_address,
+            ..
+        } => chat_address.unwrap_or(email),
+    })
 }
 
 pub fn run(args: McpArgs) -> CliResult {
@@ -70,12 +100,16 @@ pub fn run(args: McpArgs) -> CliResult {
     let rt = super::small_runtime()?;
     rt.block_on(async {
         let store = store()?;
-        let persona = store.find(&args.as_)?.ok_or_else(|| {
+        let who = match (&args.as_, &args.task) {
+            (Some(who), _) => who.clone(),
+            (None, Some(task)) => persona_of_task(task)?,
+            (None, None) => return Err(Failure::new(exit::USAGE, "pass --as PERSONA or --task T")),
+        };
+        let persona = store.find(&who)?.ok_or_else(|| {
             Failure::new(
                 exit::LOCAL,
                 format!(
-                    "no local persona matches {:?}; create it with `gts-webchat persona EMAIL`",
-                    args.as_
+                    "no local persona matches {who:?}; create it with `gts-webchat persona EMAIL`"
                 ),
             )
         })?;

@@ -5,6 +5,7 @@ mod compat;
 mod daemon_cmd;
 mod docs;
 pub mod exit;
+mod hosts_cmd;
 mod mcp_cmd;
 mod messaging;
 pub mod output;
@@ -46,6 +47,11 @@ pub enum Command {
     RunHost(run_host_cmd::RunHostArgs),
     /// An MCP server over stdio: chat as tools for Claude Code, Codex, Cursor, Gemini CLI…
     Mcp(mcp_cmd::McpArgs),
+    /// Register the MCP server and live-session hooks in an AI host's config (and take them out)
+    #[command(subcommand)]
+    Hosts(hosts_cmd::HostsCommand),
+    /// What a host's hook runs: brings waiting chat messages into the running session
+    HostHook(hosts_cmd::HostHookArgs),
     /// The seed's webchat_cli.py flags, unchanged (`gts-webchat cli EMAIL --name … --watch`).
     Cli(compat::CompatArgs),
     /// Print a shell completion script.
@@ -102,6 +108,8 @@ pub fn main() -> i32 {
         Command::Tail(args) => tail_cmd::run(&args),
         Command::RunHost(args) => run_host_cmd::run(args),
         Command::Mcp(args) => mcp_cmd::run(args),
+        Command::Hosts(cmd) => hosts_cmd::dispatch(cmd),
+        Command::HostHook(args) => hosts_cmd::host_hook(args),
         Command::Completions(args) => docs::completions(&args),
         Command::Man => docs::man(),
     };

@@ -129,6 +129,10 @@ pub struct ClaimBody {
     /// Wait up to this long for a first record (claim only; default 0).
     #[serde(default)]
     pub wait_secs: Option<f64>,
+    /// Claim only records up to this seq: the acknowledgement of a `/peek` whose records
+    /// were shown (so a hook killed before it printed them loses nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<u64>,
 }
 
 /// Every control reply: the protocol version, ok, and what the request returns.

@@ -188,7 +188,10 @@ impl Controller for Daemon {
 
     async fn claim(&self, body: ClaimBody, advance: bool) -> Result<Vec<InboxRecord>, String> {
         let limit = body.limit.unwrap_or(50).clamp(1, 500) as usize;
-        let wait = Duration::from_secs_f64(body.wait_secs.unwrap_or(0.0).clamp(0.0, 90.0));
+        let wait = match body.through {
+            Some(_) => Duration::ZERO,
+            None => Duration::from_secs_f64(body.wait_secs.unwrap_or(0.0).clamp(0.0, 90.0)),
+        };
         let deadline = tokio::time::Instant::now() + wait;
         let mut changes = self.journal.subscribe();
         loop {
@@ -215,6 +218,7 @@ impl Controller for Daemon {
                 let fresh: Vec<Placed> = placed
                     .into_iter()
                     .filter(|p| p.record.seq > seq)
+                    .filter(|p| body.through.is_none_or(|t| p.record.seq <= t))
                     .take(limit)
                     .collect();
                 if !fresh.is_empty() || !advance || tokio::time::Instant::now() >= deadline {

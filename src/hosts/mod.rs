@@ -6,7 +6,11 @@
 //! - `prompt`: the fenced prompt.
 //! - `turn`: running one turn and remembering its session.
 //! - `output`: reading the answer, the session id and failures from what a host prints.
+//! - `live`: hooks of interactive sessions (`gts-webchat host-hook`).
+//! - `install`: our MCP server and hooks in each host's config (`gts-webchat hosts`).
 
+pub mod install;
+pub mod live;
 pub mod output;
 pub mod presets;
 pub mod prompt;

@@ -68,6 +68,7 @@ impl Chat {
                 let body = ClaimBody {
                     limit: Some(limit),
                     wait_secs: Some(wait.as_secs_f64()),
+                    through: None,
                 };
                 daemon_records(d, "/claim", body).await
             }
@@ -108,6 +109,7 @@ impl Chat {
             let body = ClaimBody {
                 limit: Some(limit),
                 wait_secs: None,
+                through: None,
             };
             return daemon_records(d, "/peek", body).await;
         }
