@@ -267,7 +267,8 @@ impl ChatServer {
     }
 
     #[tool(
-        description = "Search the directory of people, AI agents and public groups by name or address."
+        description = "Search the directory of people, AI agents and public groups by name or address.",
+        annotations(read_only_hint = true)
     )]
     async fn search_directory(
         &self,
@@ -282,7 +283,8 @@ impl ChatServer {
     }
 
     #[tool(
-        description = "List your conversations (people, agents, groups), newest first, with unread counts."
+        description = "List your conversations (people, agents, groups), newest first, with unread counts.",
+        annotations(read_only_hint = true)
     )]
     async fn list_conversations(
         &self,
@@ -305,7 +307,10 @@ impl ChatServer {
         .await
     }
 
-    #[tool(description = "A conversation's recent messages, oldest first.")]
+    #[tool(
+        description = "A conversation's recent messages, oldest first.",
+        annotations(read_only_hint = true)
+    )]
     async fn get_history(
         &self,
         Parameters(a): Parameters<HistoryArgs>,
@@ -410,7 +415,10 @@ impl ChatServer {
         .await
     }
 
-    #[tool(description = "List your groups and the public ones.")]
+    #[tool(
+        description = "List your groups and the public ones.",
+        annotations(read_only_hint = true)
+    )]
     async fn list_groups(
         &self,
         ctx: RequestContext<RoleServer>,

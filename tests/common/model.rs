@@ -4,6 +4,10 @@
 //! answer is deterministic: `answer to <text>`, where <text> is the newest message fenced in
 //! the prompt (or `ok` when a request carries no fence: titles, classifiers). Every request is
 //! recorded, and the server can be told to fail requests whose prompt holds a marker.
+//!
+//! When a request offers gts-webchat's MCP tools (Anthropic Messages and OpenAI Responses),
+//! the model uses them as a model would: `read_inbox`, then `send_message` answering the
+//! newest message it read, then a last line of text (see `tool_step`).
 
 use std::sync::{Arc, Mutex};
 
@@ -78,6 +82,144 @@ pub fn newest_fenced_text(all: &str) -> Option<String> {
     Some(text.trim_end_matches('\n').to_string())
 }
 
+/// What the model does next when it has our MCP tools.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Call {
+        namespace: Option<String>,
+        name: String,
+        args: Value,
+    },
+    Say(String),
+}
+
+/// Every tool a request offers: (the namespace holding it, if any, its name).
+fn tool_names(body: &Value) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    for t in body["tools"].as_array().into_iter().flatten() {
+        let Some(name) = t["name"].as_str() else {
+            continue;
+        };
+        match t["tools"].as_array() {
+            // OpenAI Responses "namespace" tools (how Codex offers an MCP server's tools).
+            Some(inner) => {
+                out.extend(inner.iter().filter_map(|i| {
+                    Some((Some(name.to_string()), i["name"].as_str()?.to_string()))
+                }))
+            }
+            None => out.push((None, name.to_string())),
+        }
+    }
+    out
+}
+
+/// The tool call the conversation so far ends with the result of: (its name, the result).
+fn last_tool_result(api: ModelApi, body: &Value) -> Option<(String, String)> {
+    let mut texts = Vec::new();
+    let (id, calls): (String, Vec<&Value>) = match api {
+        ModelApi::Anthropic => {
+            let msgs = body["messages"].as_array()?;
+            let result = msgs
+                .last()?
+                .get("content")?
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "tool_result")?;
+            strings(&result["content"], &mut texts);
+            let calls = msgs
+                .iter()
+                .filter_map(|m| m["content"].as_array())
+                .flatten()
+                .filter(|c| c["type"] == "tool_use")
+                .collect();
+            (result["tool_use_id"].as_str()?.to_string(), calls)
+        }
+        ModelApi::Responses => {
+            let input = body["input"].as_array()?;
+            let last = input.last()?;
+            if last["type"] != "function_call_output" {
+                return None;
+            }
+            strings(&last["output"], &mut texts);
+            let calls = input
+                .iter()
+                .filter(|i| i["type"] == "function_call")
+                .collect();
+            (last["call_id"].as_str()?.to_string(), calls)
+        }
+        _ => return None,
+    };
+    let name = calls
+        .iter()
+        .find(|c| c["id"] == id.as_str() || c["call_id"] == id.as_str())
+        .and_then(|c| c["name"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    Some((name, texts.join("\n")))
+}
+
+/// Our tool's full name: offered with its schema, or (Claude Code's deferred tools) only
+/// named in the prompt until ToolSearch loads it.
+fn our_tool(
+    names: &[(Option<String>, String)],
+    text: &str,
+    tool: &str,
+) -> Option<(Option<String>, String)> {
+    if let Some(n) = names.iter().find(|n| n.1.ends_with(tool)) {
+        return Some(n.clone());
+    }
+    let at = text.find(&format!("__{tool}"))?;
+    let start = text[..at].rfind("mcp__")?;
+    Some((None, text[start..at + 2 + tool.len()].to_string()))
+}
+
+/// With our tools on offer: load them when they are deferred (ToolSearch), read the inbox,
+/// answer the newest message read, then say what was done. None when the request has no
+/// read_inbox tool.
+fn tool_step(api: ModelApi, body: &Value, text: &str) -> Option<Step> {
+    let names = tool_names(body);
+    let read = our_tool(&names, text, "read_inbox")?;
+    let send = our_tool(&names, text, "send_message")?;
+    let deferred = !names.iter().any(|n| n.1 == read.1);
+    let last = last_tool_result(api, body);
+    let call = |tool: (Option<String>, String), args: Value| Step::Call {
+        namespace: tool.0,
+        name: tool.1,
+        args,
+    };
+    let (name, result) = match last {
+        None if deferred && names.iter().any(|n| n.1 == "ToolSearch") => {
+            let query = format!("select:{},{}", read.1, send.1);
+            return Some(call((None, "ToolSearch".into()), json!({"query": query})));
+        }
+        None => return Some(call(read, json!({}))),
+        Some(r) => r,
+    };
+    if name == "ToolSearch" {
+        return Some(call(read, json!({})));
+    }
+    if name.ends_with("read_inbox") && result.contains("chat message(s) for") {
+        let text = newest_fenced_text(&result)?;
+        let id = result
+            .rsplit("[message ")
+            .next()
+            .and_then(|r| r.split([']', ' ']).next())?;
+        let from = result
+            .rsplit("] From ")
+            .next()
+            .and_then(|r| r.split(' ').next())?;
+        return Some(call(
+            send,
+            json!({"to": from, "text": format!("answer to {text}"), "reply_to": id}),
+        ));
+    }
+    let said = result
+        .lines()
+        .find(|l| l.starts_with("sent "))
+        .unwrap_or("nothing to answer");
+    Some(Step::Say(format!("done: {said}")))
+}
+
 fn sse(events: Vec<(Option<&str>, Value)>, done: bool) -> Response {
     let mut body = String::new();
     for (name, data) in events {
@@ -135,6 +277,105 @@ fn responses(answer: &str, stream: bool) -> Response {
                 Some("response.completed"),
                 json!({"type":"response.completed","response":{"id":"resp_1","usage":usage}}),
             ),
+        ],
+        false,
+    )
+}
+
+fn responses_call(
+    namespace: Option<&str>,
+    name: &str,
+    args: &str,
+    n: usize,
+    stream: bool,
+) -> Response {
+    let (id, call) = (format!("fc_{n}"), format!("call_{n}"));
+    let mut item = json!({"type":"function_call","id":id,"call_id":call,"name":name,
+        "arguments":args,"status":"completed"});
+    if let Some(ns) = namespace {
+        item["namespace"] = json!(ns);
+    }
+    let usage = json!({"input_tokens":10,"input_tokens_details":{"cached_tokens":0},
+        "output_tokens":5,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":15});
+    if !stream {
+        return axum::Json(
+            json!({"id":format!("resp_{n}"),"object":"response","status":"completed",
+            "output":[item],"usage":usage}),
+        )
+        .into_response();
+    }
+    let mut started = item.clone();
+    started["arguments"] = json!("");
+    started["status"] = json!("in_progress");
+    sse(
+        vec![
+            (
+                Some("response.created"),
+                json!({"type":"response.created","response":{"id":format!("resp_{n}")}}),
+            ),
+            (
+                Some("response.output_item.added"),
+                json!({"type":"response.output_item.added","output_index":0,"item":started}),
+            ),
+            (
+                Some("response.function_call_arguments.delta"),
+                json!({"type":"response.function_call_arguments.delta","item_id":id,
+                "output_index":0,"delta":args}),
+            ),
+            (
+                Some("response.function_call_arguments.done"),
+                json!({"type":"response.function_call_arguments.done","item_id":id,
+                "output_index":0,"arguments":args}),
+            ),
+            (
+                Some("response.output_item.done"),
+                json!({"type":"response.output_item.done","output_index":0,"item":item}),
+            ),
+            (
+                Some("response.completed"),
+                json!({"type":"response.completed","response":{"id":format!("resp_{n}"),"usage":usage}}),
+            ),
+        ],
+        false,
+    )
+}
+
+fn anthropic_call(name: &str, args: &Value, n: usize, model: &str, stream: bool) -> Response {
+    let id = format!("toolu_{n}");
+    let msg = json!({"id":format!("msg_{n}"),"type":"message","role":"assistant","model":model,
+        "content":[],"stop_reason":null,"stop_sequence":null,
+        "usage":{"input_tokens":10,"output_tokens":1}});
+    if !stream {
+        let mut full = msg.clone();
+        full["content"] = json!([{"type":"tool_use","id":id,"name":name,"input":args}]);
+        full["stop_reason"] = json!("tool_use");
+        return axum::Json(full).into_response();
+    }
+    sse(
+        vec![
+            (
+                Some("message_start"),
+                json!({"type":"message_start","message":msg}),
+            ),
+            (
+                Some("content_block_start"),
+                json!({"type":"content_block_start","index":0,
+                "content_block":{"type":"tool_use","id":id,"name":name,"input":{}}}),
+            ),
+            (
+                Some("content_block_delta"),
+                json!({"type":"content_block_delta","index":0,
+                "delta":{"type":"input_json_delta","partial_json":args.to_string()}}),
+            ),
+            (
+                Some("content_block_stop"),
+                json!({"type":"content_block_stop","index":0}),
+            ),
+            (
+                Some("message_delta"),
+                json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":5}}),
+            ),
+            (Some("message_stop"), json!({"type":"message_stop"})),
         ],
         false,
     )
@@ -268,9 +509,15 @@ async fn handle(State(s): State<ModelServer>, uri: Uri, bytes: Bytes) -> Respons
                 .is_some_and(|n| n.contains(marker.as_str()))
         })
     };
-    let answer = match &newest {
-        Some(t) => format!("answer to {t}"),
-        None => "ok".to_string(),
+    let step = match api {
+        ModelApi::Anthropic | ModelApi::Responses => tool_step(api, &body, &text),
+        _ => None,
+    };
+    let answer = match (&step, &newest) {
+        (Some(Step::Say(t)), _) => t.clone(),
+        (Some(Step::Call { name, args, .. }), _) => format!("call {name} {args}"),
+        (None, Some(t)) => format!("answer to {t}"),
+        (None, None) => "ok".to_string(),
     };
     let record = |answered: String| Recorded {
         api,
@@ -295,6 +542,24 @@ async fn handle(State(s): State<ModelServer>, uri: Uri, bytes: Bytes) -> Respons
         .push(record(answer.clone()));
     let stream = body["stream"].as_bool().unwrap_or(false);
     let model = body["model"].as_str().unwrap_or("test-model").to_string();
+    if let Some(Step::Call {
+        namespace,
+        name,
+        args,
+    }) = step
+    {
+        let n = s.inner.lock().unwrap().requests.len();
+        return match api {
+            ModelApi::Responses => responses_call(
+                namespace.as_deref(),
+                &name,
+                &args.to_string(),
+                n,
+                stream || body["stream"].is_null(),
+            ),
+            _ => anthropic_call(&name, &args, n, &model, stream),
+        };
+    }
     match api {
         ModelApi::Responses => responses(&answer, stream || body["stream"].is_null()),
         ModelApi::Chat => chat(&answer, &model, stream),
