@@ -3,7 +3,8 @@
 # host CLIs. Needs Debian's chromium (/usr/bin/chromium, or set CHROMIUM), node/npm and
 # python3; the browser driver (playwright-core, from tests/web/package-lock.json) and
 # schemathesis and the MCP Python SDK (into tests/.venv, from tests/schema/ and
-# tests/mcp/requirements.txt) are installed here when
+# tests/mcp/requirements.txt, and the Standard Webhooks library that checks callback
+# signatures, from tests/callbacks/requirements.txt) are installed here when
 # missing, and the host CLIs (npm and PyPI, pinned in tests/hosts/) by tests/hosts/install.sh
 # into ~/.cache/gts-webchat/hosts, once, and the offline voice engines by
 # scripts/install-voice.sh into ~/.cache/gts-webchat/voice. Set GTSW_HOSTS_BIN or
@@ -13,10 +14,12 @@ cd "$(dirname "$0")/.."
 if [ ! -d tests/web/node_modules/playwright-core ]; then
     npm ci --prefix tests/web --no-audit --no-fund
 fi
-if [ ! -x tests/.venv/bin/schemathesis ] || ! tests/.venv/bin/python -c 'import mcp' 2>/dev/null; then
+if [ ! -x tests/.venv/bin/schemathesis ] ||
+    ! tests/.venv/bin/python -c 'import mcp, standardwebhooks' 2>/dev/null; then
     python3 -m venv tests/.venv
     tests/.venv/bin/pip install --quiet --disable-pip-version-check \
-        -r tests/schema/requirements.txt -r tests/mcp/requirements.txt
+        -r tests/schema/requirements.txt -r tests/mcp/requirements.txt \
+        -r tests/callbacks/requirements.txt
 fi
 if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
     echo "tests/run.sh: no Chromium at ${CHROMIUM:-/usr/bin/chromium}; install it (sudo apt-get install chromium) or set CHROMIUM" >&2

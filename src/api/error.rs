@@ -80,6 +80,12 @@ pub enum ErrorCode {
     /// No installed translator handles this pair of languages.
     UnsupportedLanguagePair,
     /// An unexpected failure in the relay. Never expected; report it.
+    /// A callback URL that is not an http(s) URL.
+    InvalidUrl,
+    /// A callback URL that points at this machine or a private network.
+    UrlNotAllowed,
+    /// The identity has as many callbacks as the relay allows.
+    TooManyCallbacks,
     Internal,
 }
 
@@ -123,6 +129,9 @@ impl ErrorCode {
             ErrorCode::EngineFailed => "engine_failed",
             ErrorCode::EngineRefused => "engine_refused",
             ErrorCode::UnsupportedLanguagePair => "unsupported_language_pair",
+            ErrorCode::InvalidUrl => "invalid_url",
+            ErrorCode::UrlNotAllowed => "url_not_allowed",
+            ErrorCode::TooManyCallbacks => "too_many_callbacks",
             ErrorCode::Internal => "internal",
         }
     }

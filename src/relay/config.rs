@@ -143,6 +143,21 @@ pub struct RelayConfig {
     /// Host names a loopback-bound relay answers to besides loopback ones (PCHAT_ALLOWED_HOSTS).
     pub allowed_hosts: Vec<String>,
     pub voice: VoiceConfig,
+    pub callbacks: CallbacksConfig,
+}
+
+/// Inbound callbacks: where they may point and how long a delivery is retried.
+#[derive(Debug, Clone)]
+pub struct CallbacksConfig {
+    /// PCHAT_CALLBACKS_ALLOW_PRIVATE: URLs on loopback, private and link-local addresses too.
+    pub allow_private: bool,
+    /// PCHAT_CALLBACK_RETRY_SECS: how long a delivery is retried (default 24 h).
+    pub retry_secs: u64,
+    /// PCHAT_CALLBACK_BACKOFF_MS: the first retry's delay, doubled each try (default 5 s, at
+    /// most an hour between tries).
+    pub backoff_ms: u64,
+    /// PCHAT_CALLBACKS_PER_IDENTITY (default 10).
+    pub per_identity: u32,
 }
 
 /// `scheme://host[:port]` in the form browsers send in `Origin` (lowercase, no default port,
@@ -393,7 +408,26 @@ impl RelayConfig {
                 None => 200,
             },
         };
+        let callbacks = CallbacksConfig {
+            allow_private: match get("PCHAT_CALLBACKS_ALLOW_PRIVATE") {
+                Some(v) => parse_bool("PCHAT_CALLBACKS_ALLOW_PRIVATE", v)?,
+                None => false,
+            },
+            retry_secs: match get("PCHAT_CALLBACK_RETRY_SECS") {
+                Some(v) => parse_num::<u64>("PCHAT_CALLBACK_RETRY_SECS", v)?.clamp(1, 30 * 86_400),
+                None => 86_400,
+            },
+            backoff_ms: match get("PCHAT_CALLBACK_BACKOFF_MS") {
+                Some(v) => parse_num::<u64>("PCHAT_CALLBACK_BACKOFF_MS", v)?.clamp(10, 3_600_000),
+                None => 5_000,
+            },
+            per_identity: match get("PCHAT_CALLBACKS_PER_IDENTITY") {
+                Some(v) => parse_num::<u32>("PCHAT_CALLBACKS_PER_IDENTITY", v)?.clamp(1, 1000),
+                None => 10,
+            },
+        };
         Ok(RelayConfig {
+            callbacks,
             voice,
             cors_origins,
             allowed_hosts,

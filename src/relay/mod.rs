@@ -2,6 +2,7 @@
 //! and benches can bind port 0.
 
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -58,6 +59,8 @@ pub struct Inner {
     pub mailer: Option<Mailer>,
     /// Transcription, translation and read-aloud engines, and their worker's doorbell.
     pub voice: voice::Voice,
+    /// Inbound callbacks: their HTTP client, followers and deliverer's doorbell.
+    pub callbacks: callbacks::Callbacks,
     /// Released at shutdown so waiting long-polls answer at once.
     pub shutdown: CancellationToken,
     /// This relay's own loopback URL, known once it listens: the `/mcp` tools call the API
@@ -268,6 +271,12 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .routes(routes!(groups::join))
         .routes(routes!(groups::request_join, groups::join_requests))
         .routes(routes!(groups::decide))
+        .routes(routes!(callbacks::api::create, callbacks::api::list))
+        .routes(routes!(callbacks::api::remove))
+        .routes(routes!(callbacks::api::enable))
+        .routes(routes!(callbacks::api::rotate_secret))
+        .routes(routes!(callbacks::api::redeliver))
+        .routes(routes!(callbacks::api::deliveries))
         .split_for_parts();
     let doc = serde_json::to_value(&doc).unwrap_or_default();
     let openapi = axum::Router::new()
@@ -403,8 +412,10 @@ pub fn open_state(
     let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
     // Called inside the runtime: the whisper helper (a supervised process) starts here.
     let voice = voice::Voice::start(config.voice.clone(), shutdown.clone());
+    let callbacks = callbacks::Callbacks::new(config.callbacks.clone());
     Ok(AppState(Arc::new(Inner {
         voice,
+        callbacks,
         store: Arc::new(store),
         hub,
         mailer,
@@ -468,8 +479,11 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayEr
         })
     };
     let worker = tokio::spawn(voice::worker::run(state.clone()));
+    let deliverer = tokio::spawn(callbacks::run(state.clone()));
     let served = accept_loop(listener, app, shutdown).await;
     sweeper.abort();
+    // A delivery in flight is cut short; it is still pending and goes out after the restart.
+    deliverer.abort();
     // A job in an engine call is cut short; it runs again at the next start.
     let abort = worker.abort_handle();
     if tokio::time::timeout(Duration::from_secs(2), worker)

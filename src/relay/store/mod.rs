@@ -304,6 +304,103 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// An inbound callback as stored.
+#[derive(Debug, Clone)]
+pub struct CallbackRecord {
+    pub id: i64,
+    pub public_id: String,
+    pub user_id: i64,
+    pub url: String,
+    pub channels: Vec<String>,
+    /// Lower-cased.
+    pub keywords: Vec<String>,
+    pub secret: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    /// The owner's stream position read up to.
+    pub cursor: u64,
+    pub created_at: i64,
+    pub pending: u64,
+    pub dead: u64,
+    pub owner_address: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCallback {
+    pub public_id: String,
+    pub user_id: i64,
+    pub url: String,
+    pub channels: Vec<String>,
+    pub keywords: Vec<String>,
+    pub secret: String,
+    pub max_per_user: u32,
+    pub now: i64,
+}
+
+/// What the owner changes on a callback.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackChange {
+    /// Turn it on again (clearing the reason it was turned off).
+    pub enable: bool,
+    /// A new signing secret.
+    pub secret: Option<String>,
+    /// Queue its dead deliveries again, with a fresh retry period ending here.
+    pub requeue_dead_until: Option<i64>,
+    pub now: i64,
+}
+
+/// One event to queue for a callback.
+#[derive(Debug, Clone)]
+pub struct QueuedEvent {
+    pub webhook_id: String,
+    pub payload: String,
+}
+
+/// A delivery due for a try.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub callback_id: i64,
+    pub webhook_id: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub give_up_at: i64,
+    pub url: String,
+    pub secret: String,
+}
+
+/// How one try of a delivery ended.
+#[derive(Debug, Clone)]
+pub enum AttemptEnd {
+    Delivered {
+        status: u16,
+    },
+    /// Failed; try again at `not_before`.
+    Retry {
+        status: Option<u16>,
+        error: String,
+        not_before: i64,
+    },
+    /// Failed past the retry period: a dead letter, and the callback is turned off.
+    Dead {
+        status: Option<u16>,
+        error: String,
+        disable_reason: String,
+    },
+}
+
+/// A delivery as its owner sees it.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub webhook_id: String,
+    pub state: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
 /// Everything the relay keeps.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -472,5 +569,45 @@ pub trait Store: Send + Sync + 'static {
     async fn reports(&self) -> StoreResult<Vec<Report>>;
 
     /// Flushes and stops background work. Called once at shutdown.
+    // --- inbound callbacks
+    /// Creates a callback reading its owner's stream from now on (Conflict past the limit).
+    async fn create_callback(&self, cb: NewCallback) -> StoreResult<CallbackRecord>;
+    async fn callbacks_of(&self, user_id: i64) -> StoreResult<Vec<CallbackRecord>>;
+    async fn enabled_callbacks(&self) -> StoreResult<Vec<CallbackRecord>>;
+    /// The owner's callback, or None.
+    async fn callback(&self, user_id: i64, public_id: &str) -> StoreResult<Option<CallbackRecord>>;
+    /// Deletes the owner's callback and what it has queued; false when there was none.
+    async fn delete_callback(&self, user_id: i64, public_id: &str) -> StoreResult<bool>;
+    /// Changes the owner's callback; the result and how many deliveries were queued again.
+    async fn change_callback(
+        &self,
+        user_id: i64,
+        public_id: &str,
+        change: CallbackChange,
+    ) -> StoreResult<Option<(CallbackRecord, u64)>>;
+    /// Queues `events` and moves the cursor `from` -> `to`, in one transaction; false (and
+    /// nothing queued) when the callback is gone, off, or its cursor is no longer `from`.
+    async fn queue_callback_events(
+        &self,
+        callback_id: i64,
+        from: u64,
+        to: u64,
+        events: Vec<QueuedEvent>,
+        now: i64,
+        give_up_at: i64,
+    ) -> StoreResult<bool>;
+    /// Pending deliveries of enabled callbacks due by `now`, oldest first.
+    async fn due_deliveries(&self, now: i64, limit: u32) -> StoreResult<Vec<OutboxItem>>;
+    /// The next time a pending delivery comes due, if any.
+    async fn next_delivery_due(&self) -> StoreResult<Option<i64>>;
+    async fn end_delivery(&self, outbox_id: i64, end: AttemptEnd, now: i64) -> StoreResult<()>;
+    /// The newest deliveries of the owner's callback.
+    async fn deliveries(
+        &self,
+        user_id: i64,
+        public_id: &str,
+        limit: u32,
+    ) -> StoreResult<Option<Vec<DeliveryRow>>>;
+
     async fn close(&self);
 }

@@ -20,6 +20,9 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::oneshot;
 
 use super::{
+    AttemptEnd, CallbackChange, CallbackRecord, DeliveryRow, NewCallback, OutboxItem, QueuedEvent,
+};
+use super::{
     AuthPressure, CodeAttempt, Conversation, FileRecord, LanguagePrefs, LoginOutcome, NewChallenge,
     NewGroup, NewMessage, PresenceUpdate, Registration, Report, SentMessage, SessionInfo, Store,
     StoreError, StoreResult, User, VoiceContext, VoiceJob, VoiceJobEnd,
@@ -30,6 +33,7 @@ use crate::api::messages::Caption;
 use crate::api::messages::{ConversationSummary, Message};
 use crate::relay::hub::Hub;
 
+mod callbacks;
 mod files;
 mod groups;
 mod identity;
@@ -50,6 +54,7 @@ const MIGRATIONS: &[M<'static>] = &[
         "migrations/007_client_ids_and_message_files.sql"
     )),
     M::up(include_str!("migrations/008_voice.sql")),
+    M::up(include_str!("migrations/009_callbacks.sql")),
 ];
 
 /// How hard a commit waits for the disk.
@@ -709,6 +714,86 @@ impl Store for SqliteStore {
 
     async fn reports(&self) -> StoreResult<Vec<Report>> {
         self.read(files::reports).await
+    }
+
+    async fn create_callback(&self, cb: NewCallback) -> StoreResult<CallbackRecord> {
+        self.write("creating a callback", move |c, _| callbacks::create(c, &cb))
+            .await
+    }
+
+    async fn callbacks_of(&self, user_id: i64) -> StoreResult<Vec<CallbackRecord>> {
+        self.read(move |c| callbacks::of_user(c, user_id)).await
+    }
+
+    async fn enabled_callbacks(&self) -> StoreResult<Vec<CallbackRecord>> {
+        self.read(callbacks::enabled).await
+    }
+
+    async fn callback(&self, user_id: i64, public_id: &str) -> StoreResult<Option<CallbackRecord>> {
+        let id = public_id.to_string();
+        self.read(move |c| callbacks::find(c, user_id, &id)).await
+    }
+
+    async fn delete_callback(&self, user_id: i64, public_id: &str) -> StoreResult<bool> {
+        let id = public_id.to_string();
+        self.write("deleting a callback", move |c, _| {
+            callbacks::delete(c, user_id, &id)
+        })
+        .await
+    }
+
+    async fn change_callback(
+        &self,
+        user_id: i64,
+        public_id: &str,
+        change: CallbackChange,
+    ) -> StoreResult<Option<(CallbackRecord, u64)>> {
+        let id = public_id.to_string();
+        self.write("changing a callback", move |c, _| {
+            callbacks::change(c, user_id, &id, &change)
+        })
+        .await
+    }
+
+    async fn queue_callback_events(
+        &self,
+        callback_id: i64,
+        from: u64,
+        to: u64,
+        events: Vec<QueuedEvent>,
+        now: i64,
+        give_up_at: i64,
+    ) -> StoreResult<bool> {
+        self.write("queueing callback events", move |c, _| {
+            callbacks::queue(c, callback_id, from, to, &events, now, give_up_at)
+        })
+        .await
+    }
+
+    async fn due_deliveries(&self, now: i64, limit: u32) -> StoreResult<Vec<OutboxItem>> {
+        self.read(move |c| callbacks::due(c, now, limit)).await
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<i64>> {
+        self.read(callbacks::next_due).await
+    }
+
+    async fn end_delivery(&self, outbox_id: i64, end: AttemptEnd, now: i64) -> StoreResult<()> {
+        self.write("recording a delivery try", move |c, _| {
+            callbacks::end(c, outbox_id, &end, now)
+        })
+        .await
+    }
+
+    async fn deliveries(
+        &self,
+        user_id: i64,
+        public_id: &str,
+        limit: u32,
+    ) -> StoreResult<Option<Vec<DeliveryRow>>> {
+        let id = public_id.to_string();
+        self.read(move |c| callbacks::deliveries(c, user_id, &id, limit))
+            .await
     }
 
     async fn close(&self) {
