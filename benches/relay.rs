@@ -1,7 +1,7 @@
 //! Benchmarks of the real binary on loopback: wake latency, throughput, fan-out, idle
 //! connections, daemon footprint. Run by hand (never in `cargo test`):
 //!
-//!     cargo bench --bench relay -- [wake|throughput|fanout|connections|footprint|all]
+//!     cargo bench --bench relay -- [wake|throughput|fanout|connections|footprint|callbacks|all]
 //!
 //! Each prints a table and writes JSON to target/bench-results/<name>.json.
 
@@ -624,6 +624,225 @@ async fn bench_footprint() -> serde_json::Value {
            "rss_mb_peak_100_per_sec": peak as f64 / 1024.0, "rss_mb_after": after as f64 / 1024.0})
 }
 
+/// Paced senders in the callbacks benchmark.
+const PACERS: usize = 8;
+
+/// One sender at a steady `rate` messages/s to `to`; the send time of each message id.
+async fn paced_sender(
+    client: RelayClient,
+    from: String,
+    to: String,
+    rate: u64,
+    deadline: Instant,
+) -> HashMap<String, Instant> {
+    let mut sent = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut k = 0u64;
+    while Instant::now() < deadline {
+        tick.tick().await;
+        k += 1;
+        let t = Instant::now();
+        if let Ok(r) = client
+            .send(&send_req(&from, &to, format!("paced {k}")))
+            .await
+        {
+            sent.insert(r.message_id, t);
+        }
+    }
+    sent
+}
+
+/// A webhook receiver in this process: the arrival time of each message id.
+async fn local_receiver() -> (String, Arc<Mutex<HashMap<String, Instant>>>) {
+    let got: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let t = Instant::now();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    if let Some(id) = v["data"]["message"]["message_id"].as_str() {
+                        seen.lock().unwrap().insert(id.to_string(), t);
+                    }
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// Full-speed senders beside one paced sender at `rate`/s, whose receiver has a callback
+/// (`with_callback`) or not: (full-speed msg/s, relay CPU µs per message, callback stats).
+async fn callbacks_round(
+    senders: usize,
+    secs: u64,
+    rate: u64,
+    with_callback: bool,
+) -> (f64, f64, Option<serde_json::Value>) {
+    let env = Env::new();
+    let relay = Relay::start(&env, &[("PCHAT_CALLBACKS_ALLOW_PRIVATE", "true")]);
+    let mut pairs = Vec::new();
+    for i in 0..senders {
+        let s = login(
+            &relay.url,
+            &format!("s{i}@example.com"),
+            &format!("sender-{i:02}"),
+            Kind::Agent,
+        )
+        .await;
+        login(
+            &relay.url,
+            &format!("r{i}@example.com"),
+            &format!("recv-{i:02}"),
+            Kind::Agent,
+        )
+        .await;
+        pairs.push((s, i));
+    }
+    // Several paced senders: one alone waits on each answer and falls behind a busy relay.
+    let mut paced = Vec::new();
+    for k in 0..PACERS {
+        paced.push(
+            login(
+                &relay.url,
+                &format!("p{k}@example.com"),
+                &format!("paced-{k}"),
+                Kind::Agent,
+            )
+            .await,
+        );
+    }
+    let sink = login(&relay.url, "sink@example.com", "sink", Kind::Agent).await;
+    let (url, got) = local_receiver().await;
+    if with_callback {
+        let resp = sink
+            .http()
+            .post(format!("{}/api/v1/webchat/callbacks/inbound", relay.url))
+            .header("x-pchat-session", sink.token().unwrap_or_default())
+            .json(&json!({"url": url}))
+            .send()
+            .await
+            .expect("subscribe");
+        assert!(
+            resp.status().is_success(),
+            "subscribing failed: {}",
+            resp.status()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let cpu0 = cpu_ticks(relay.pid());
+    let pacers: Vec<_> = paced
+        .into_iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let each = rate / PACERS as u64;
+            tokio::spawn(paced_sender(
+                c,
+                format!("paced-{k}"),
+                "sink".into(),
+                each,
+                deadline,
+            ))
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for (s, i) in &pairs {
+        tasks.push(tokio::spawn(lean_sender(
+            relay.url.clone(),
+            s.token().unwrap_or_default().to_string(),
+            format!("sender-{i:02}"),
+            format!("recv-{i:02}"),
+            deadline,
+        )));
+    }
+    let mut acked = 0usize;
+    for t in tasks {
+        acked += t.await.expect("sender").0.len();
+    }
+    let mut sent = HashMap::new();
+    for p in pacers {
+        sent.extend(p.await.expect("pacer"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu_us = (cpu_ticks(relay.pid()) - cpu0) as f64 / ticks_per_sec() * 1e6
+        / (acked + sent.len()).max(1) as f64;
+    let full_rate = acked as f64 / elapsed;
+    if !with_callback {
+        return (full_rate, cpu_us, None);
+    }
+    // Let the last deliveries land (bounded), then compare arrivals with sends.
+    let drain = Instant::now();
+    while got.lock().unwrap().len() < sent.len() && drain.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let arrivals = got.lock().unwrap().clone();
+    let in_window = arrivals.values().filter(|t| **t <= deadline).count();
+    let lags: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(id, t)| arrivals.get(id).map(|a| a.duration_since(*t)))
+        .collect();
+    let delivered = lags.len();
+    let s = stats(lags);
+    let stats_json = json!({"paced_sent": sent.len(), "delivered": delivered,
+        "delivered_in_window_per_sec": in_window as f64 / elapsed,
+        "drain_secs": drain.elapsed().as_secs_f64(), "lag": s});
+    (full_rate, cpu_us, Some(stats_json))
+}
+
+/// Callbacks at `rate`/s while 64 senders go full speed: send throughput with and without the
+/// callback, interleaved over `rounds` (medians), and the callbacks' lag.
+async fn bench_callbacks(rounds: usize, secs: u64, rate: u64) -> serde_json::Value {
+    let (mut without, mut with, mut cpu_a, mut cpu_b, mut cb) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (r, c, _) = callbacks_round(64, secs, rate, false).await;
+        without.push(r);
+        cpu_a.push(c);
+        let (r, c, s) = callbacks_round(64, secs, rate, true).await;
+        with.push(r);
+        cpu_b.push(c);
+        cb.extend(s);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut without), median(&mut with));
+    header(&format!(
+        "callbacks ({rate}/s to a local receiver beside 64 full-speed senders, {secs} s, {rounds} interleaved rounds)"
+    ));
+    println!("  full-speed sends without the callback: median {a:.0} msg/s ({without:?})");
+    println!("  full-speed sends with the callback:    median {b:.0} msg/s ({with:?})");
+    println!("  ratio with/without: {:.3}", b / a);
+    println!(
+        "  relay CPU per message: {:.0} µs without, {:.0} µs with",
+        median(&mut cpu_a),
+        median(&mut cpu_b)
+    );
+    for s in &cb {
+        println!(
+            "  callbacks: {} sent, {} delivered, {:.0}/s delivered within the window, lag p50 {:.1} ms p99 {:.1} ms",
+            s["paced_sent"],
+            s["delivered"],
+            s["delivered_in_window_per_sec"].as_f64().unwrap_or(0.0),
+            s["lag"]["p50_ms"].as_f64().unwrap_or(0.0),
+            s["lag"]["p99_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    json!({"rate": rate, "seconds": secs, "without": without, "with": with, "ratio": b / a,
+           "relay_cpu_us_without": cpu_a, "relay_cpu_us_with": cpu_b, "callbacks": cb})
+}
+
 fn main() {
     if let Ok(log) = std::env::var("GTS_BENCH_HOOK_LOG") {
         hook_mode(&log);
@@ -655,6 +874,9 @@ fn main() {
         }
         if wants("footprint") {
             write_json("footprint", bench_footprint().await);
+        }
+        if wants("callbacks") {
+            write_json("callbacks", bench_callbacks(3, 10, 1000).await);
         }
     });
 }
