@@ -663,10 +663,9 @@ async fn local_receiver() -> (String, Arc<Mutex<HashMap<String, Instant>>>) {
             let seen = seen.clone();
             async move {
                 let t = Instant::now();
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
-                    if let Some(id) = v["data"]["message"]["message_id"].as_str() {
-                        seen.lock().unwrap().insert(id.to_string(), t);
-                    }
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                if let Some(id) = v["data"]["message"]["message_id"].as_str() {
+                    seen.lock().unwrap().insert(id.to_string(), t);
                 }
                 "ok"
             }
