@@ -36,6 +36,19 @@ pub struct Edit {
     pub replaced: Option<Value>,
 }
 
+impl Edit {
+    /// An edit not yet applied.
+    pub fn new(at: &[&str], value: Value, how: How) -> Edit {
+        Edit {
+            at: at.iter().map(|s| s.to_string()).collect(),
+            value,
+            how,
+            created: 0,
+            replaced: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum How {
@@ -385,20 +398,11 @@ mod tests {
     use serde_json::json;
 
     fn set(at: &[&str], value: Value) -> Edit {
-        Edit {
-            at: at.iter().map(|s| s.to_string()).collect(),
-            value,
-            how: How::Set,
-            created: 0,
-            replaced: None,
-        }
+        Edit::new(at, value, How::Set)
     }
 
     fn append(at: &[&str], value: Value) -> Edit {
-        Edit {
-            how: How::Append,
-            ..set(at, value)
-        }
+        Edit::new(at, value, How::Append)
     }
 
     #[test]

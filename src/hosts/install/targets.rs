@@ -138,20 +138,11 @@ fn mcp_args(task: &str) -> Value {
 }
 
 fn set(at: &[&str], value: Value) -> Edit {
-    Edit {
-        at: at.iter().map(|s| s.to_string()).collect(),
-        value,
-        how: How::Set,
-        created: 0,
-        replaced: None,
-    }
+    Edit::new(at, value, How::Set)
 }
 
 fn append(at: &[&str], value: Value) -> Edit {
-    Edit {
-        how: How::Append,
-        ..set(at, value)
-    }
+    Edit::new(at, value, How::Append)
 }
 
 /// Every file to change and the edits in it, in order.
