@@ -1,13 +1,17 @@
 //! Benchmarks of the real binary on loopback: wake latency, throughput, fan-out, idle
 //! connections, daemon footprint. Run by hand (never in `cargo test`):
 //!
-//!     cargo bench --bench relay -- [wake|throughput|fanout|connections|footprint|callbacks|all]
+//!     cargo bench --bench relay -- [wake|throughput|fanout|connections|footprint|callbacks|mcp|all]
+//!
+//! `mcp` drives `gts-webchat mcp` with the official MCP Python SDK client (tests/mcp/client.py,
+//! in tests/.venv as tests/run.sh installs it).
 //!
 //! Each prints a table and writes JSON to target/bench-results/<name>.json.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -842,6 +846,83 @@ async fn bench_callbacks(rounds: usize, secs: u64, rate: u64) -> serde_json::Val
            "relay_cpu_us_without": cpu_a, "relay_cpu_us_with": cpu_b, "callbacks": cb})
 }
 
+/// The MCP poll: `wait_for_message` over stdio (the official Python SDK client) woken by a
+/// person's send, `rounds` times; send -> tool answer.
+async fn bench_mcp(rounds: usize) -> serde_json::Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let py = root.join("tests/.venv/bin/python");
+    assert!(
+        py.exists(),
+        "run tests/run.sh first: it installs the MCP SDK into tests/.venv"
+    );
+    let env = Env::new();
+    let relay = Relay::start(&env, &[]);
+    let human = login(&relay.url, "human@example.com", "human-1", Kind::Human).await;
+    let made = env
+        .cmd()
+        .args([
+            "persona",
+            "agent@example.com",
+            "--name",
+            "agent-1",
+            "--chat-address",
+            "agent-1",
+        ])
+        .args(["--relay", &relay.url, "--quiet-url"])
+        .output()
+        .expect("persona");
+    assert!(
+        made.status.success(),
+        "persona: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let cmd = env.cmd();
+    let bin = cmd.get_program().to_os_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py)
+            .arg(root.join("tests/mcp/client.py"))
+            .arg("wake")
+            .envs(
+                cmd.get_envs()
+                    .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string()))),
+            )
+            .env("GTSW_BIN", bin)
+            .env("GTSW_PERSONA", "agent-1")
+            .env("RELAY_URL", &relay.url)
+            .env("HUMAN_TOKEN", human.token().unwrap_or_default())
+            .env("AGENT", "agent-1")
+            .env("ROUNDS", rounds.to_string())
+            .output()
+            .expect("MCP client")
+    })
+    .await
+    .expect("client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let notes: serde_json::Value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("OK "))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "MCP client failed: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let times: Vec<Duration> = notes["wake_ms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_f64())
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .collect();
+    header(&format!(
+        "MCP poll ({rounds} rounds, stdio, official Python SDK client)"
+    ));
+    let s = stats(times);
+    row("send -> wait_for_message answers", &s);
+    json!({"rounds": rounds, "latency": s})
+}
+
 fn main() {
     if let Ok(log) = std::env::var("GTS_BENCH_HOOK_LOG") {
         hook_mode(&log);
@@ -873,6 +954,9 @@ fn main() {
         }
         if wants("footprint") {
             write_json("footprint", bench_footprint().await);
+        }
+        if wants("mcp") {
+            write_json("mcp", bench_mcp(200).await);
         }
         if wants("callbacks") {
             write_json("callbacks", bench_callbacks(3, 10, 1000).await);

@@ -6,6 +6,8 @@ answer says, and exits non-zero with the reason at the first thing that is wrong
                        sandbox's HOME/XDG variables, inherited)
     client.py http    (env: RELAY_URL, AGENT_TOKEN, HUMAN_TOKEN, AGENT)
     client.py call TOOL JSON-ARGS   (stdio, as for `stdio`): one call; prints its text
+    client.py wake    (stdio, as for `stdio`; ROUNDS, 50): wait_for_message woken by a send,
+                       ROUNDS times; prints each send -> tool-answer time (for benches/relay.rs)
 """
 
 import asyncio
@@ -210,10 +212,26 @@ async def one_call(session, notes):
     notes["text"] = text_of(r)
 
 
+async def wake(session, notes):
+    """The MCP poll's latency: the person sends while wait_for_message waits."""
+    await session.initialize()
+    await session.call_tool("read_inbox", {})
+    times = []
+    for k in range(int(os.environ.get("ROUNDS", "50"))):
+        call = asyncio.ensure_future(session.call_tool("wait_for_message", {"timeout_secs": 30}))
+        await asyncio.sleep(0.05)
+        sent = time.monotonic()
+        await asyncio.to_thread(human_says, f"wake {k}")
+        r = await call
+        times.append(round((time.monotonic() - sent) * 1000, 2))
+        check(f"wake {k}" in text_of(r), f"round {k} woke with its message: {text_of(r)}")
+    notes["wake_ms"] = times
+
+
 async def main():
     notes = {}
     mode = sys.argv[1]
-    if mode in ("stdio", "call"):
+    if mode in ("stdio", "call", "wake"):
         params = StdioServerParameters(
             command=os.environ["GTSW_BIN"],
             args=["mcp", "--as", os.environ["GTSW_PERSONA"]],
@@ -221,7 +239,8 @@ async def main():
         )
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write, message_handler=on_message) as session:
-                await (scenario if mode == "stdio" else one_call)(session, notes)
+                run = {"stdio": scenario, "call": one_call, "wake": wake}[mode]
+                await run(session, notes)
     else:
         headers = {"Authorization": "Bearer " + os.environ["AGENT_TOKEN"]}
         async with httpx2.AsyncClient(headers=headers, timeout=120) as http:
