@@ -73,6 +73,15 @@ async fn subscribe(api: &Api, token: &str, body: Value) -> (String, String) {
     )
 }
 
+/// The callback's deliveries, newest first.
+async fn deliveries(api: &Api, token: &str, cb: &str) -> Vec<Value> {
+    let (st, d) = api
+        .get(&format!("{BASE}/{cb}/deliveries"), Some(token))
+        .await;
+    assert_eq!(st, 200, "{d}");
+    d["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
 fn private() -> [(&'static str, &'static str); 2] {
     [
         ("PCHAT_CALLBACKS_ALLOW_PRIVATE", "true"),
@@ -120,13 +129,11 @@ async fn events_arrive_signed_and_filtered_and_a_rotated_secret_signs_from_then_
     assert_eq!(list["callbacks"][0]["callback_id"], cb.as_str());
     assert_eq!(list["callbacks"][0]["keywords"], json!(["alert", "oom"]));
     assert!(list["callbacks"][0].get("secret").is_none(), "{list}");
-    let (_, d) = api
-        .get(&format!("{BASE}/{cb}/deliveries"), Some(&ana))
-        .await;
+    let d = json!({"deliveries": deliveries(&api, &ana, &cb).await});
     let rows = d["deliveries"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{d}");
     wait_for(WAIT, "both recorded as delivered", || {
-        let (_, d) = block_on(api.get(&format!("{BASE}/{cb}/deliveries"), Some(&ana)));
+        let d = json!({"deliveries": block_on(deliveries(&api, &ana, &cb))});
         d["deliveries"]
             .as_array()
             .unwrap()
@@ -208,13 +215,11 @@ async fn a_failing_receiver_gets_retries_with_one_webhook_id_and_no_redirect_is_
     assert_eq!(done["id"], one["id"]);
     assert_eq!(done["verified"], true);
     wait_for(WAIT, "the delivery recorded", || {
-        let (_, d) = block_on(api.get(&format!("{BASE}/{cb}/deliveries"), Some(&ana)));
+        let d = json!({"deliveries": block_on(deliveries(&api, &ana, &cb))});
         let r = d["deliveries"][0].clone();
         (r["state"] == "delivered").then_some(r)
     });
-    let (_, d) = api
-        .get(&format!("{BASE}/{cb}/deliveries"), Some(&ana))
-        .await;
+    let d = json!({"deliveries": deliveries(&api, &ana, &cb).await});
     let r = &d["deliveries"][0];
     assert_eq!(r["webhook_id"], one["id"]);
     assert!(r["attempts"].as_u64().unwrap() >= 4, "{r}");
@@ -248,9 +253,7 @@ async fn a_receiver_dead_past_the_retry_period_turns_the_callback_off_until_enab
     assert_eq!(off["dead"], 1, "{off}");
     let why = off["disabled_reason"].as_str().unwrap();
     assert!(why.contains("HTTP 500") && why.contains("enable"), "{why}");
-    let (_, d) = api
-        .get(&format!("{BASE}/{cb}/deliveries"), Some(&ana))
-        .await;
+    let d = json!({"deliveries": deliveries(&api, &ana, &cb).await});
     let dead_id = d["deliveries"][0]["webhook_id"].clone();
     assert_eq!(d["deliveries"][0]["state"], "dead");
 
@@ -316,7 +319,7 @@ async fn an_accepted_event_is_delivered_after_a_crash_at_each_step() {
             .unwrap()
             .to_string();
         wait_for(WAIT, "the delivery recorded", || {
-            let (_, d) = block_on(api.get(&format!("{BASE}/{cb}/deliveries"), Some(&ana)));
+            let d = json!({"deliveries": block_on(deliveries(&api, &ana, &cb))});
             (d["deliveries"].as_array().unwrap().len() == 1
                 && d["deliveries"][0]["state"] == "delivered")
                 .then_some(())

@@ -202,22 +202,31 @@ pub async fn remove(
     Ok(Json(OkResponse::ok()))
 }
 
-async fn changed(
+/// Applies the owner's change and answers with the callback as it now is (the new secret
+/// after a rotation, how many were queued again after a redelivery).
+async fn apply(
     state: &AppState,
     user_id: i64,
     id: &str,
     change: CallbackChange,
-) -> ApiResult<(CallbackRecord, u64)> {
-    let out = state
+) -> ApiResult<Json<CallbackUpdated>> {
+    let secret = change.secret.clone();
+    let redelivered = change.requeue_dead_until.is_some();
+    let (cb, requeued) = state
         .store
         .change_callback(user_id, id, change)
         .await?
         .ok_or_else(|| not_found(id))?;
-    if out.0.enabled {
-        dispatch::start_follower(state, out.0.clone());
+    if cb.enabled {
+        dispatch::start_follower(state, cb.clone());
         state.callbacks.bell.notify_one();
     }
-    Ok(out)
+    Ok(Json(CallbackUpdated {
+        ok: true,
+        callback: info(cb),
+        secret,
+        requeued: redelivered.then_some(requeued),
+    }))
 }
 
 /// Turns a callback the relay turned off back on (events since then go out too).
@@ -238,13 +247,7 @@ pub async fn enable(
         now: now_millis(),
         ..CallbackChange::default()
     };
-    let (cb, _) = changed(&state, session.user.id, &id, change).await?;
-    Ok(Json(CallbackUpdated {
-        ok: true,
-        callback: info(cb),
-        secret: None,
-        requeued: None,
-    }))
+    apply(&state, session.user.id, &id, change).await
 }
 
 /// A new signing secret, shown once; the old one stops signing at once.
@@ -260,19 +263,12 @@ pub async fn rotate_secret(
     Auth(session): Auth,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Json<CallbackUpdated>> {
-    let secret = sign::new_secret();
     let change = CallbackChange {
-        secret: Some(secret.clone()),
+        secret: Some(sign::new_secret()),
         now: now_millis(),
         ..CallbackChange::default()
     };
-    let (cb, _) = changed(&state, session.user.id, &id, change).await?;
-    Ok(Json(CallbackUpdated {
-        ok: true,
-        callback: info(cb),
-        secret: Some(secret),
-        requeued: None,
-    }))
+    apply(&state, session.user.id, &id, change).await
 }
 
 /// Queues the callback's dead deliveries again, each with a fresh retry period.
@@ -294,13 +290,7 @@ pub async fn redeliver(
         now,
         ..CallbackChange::default()
     };
-    let (cb, requeued) = changed(&state, session.user.id, &id, change).await?;
-    Ok(Json(CallbackUpdated {
-        ok: true,
-        callback: info(cb),
-        secret: None,
-        requeued: Some(requeued),
-    }))
+    apply(&state, session.user.id, &id, change).await
 }
 
 /// The newest deliveries of a callback (at most 100), with how each went.
