@@ -398,6 +398,25 @@ async fn authorization_matrix() {
     );
     for (method, path, body) in endpoints {
         let body_bytes = (!body.is_null()).then(|| body.to_string().into_bytes());
+        if path == "/api/v1/bridge/inbound" {
+            // The bridge's endpoint takes its API key, never a session.
+            for token in [None, Some("pct_0000"), Some("garbage")] {
+                let (s, v, _) = api
+                    .raw(method.clone(), path, token, body_bytes.clone(), None)
+                    .await;
+                assert_error(s, &v, 401, "api_key_required");
+            }
+            let (s, v, _) = api
+                .with_headers(
+                    method.clone(),
+                    path,
+                    &[("Authorization", "Bearer prk_0000")],
+                    Some("{}"),
+                )
+                .await;
+            assert_error(s, &v, 401, "invalid_api_key");
+            continue;
+        }
         let (s, v, _) = api
             .raw(method.clone(), path, None, body_bytes.clone(), None)
             .await;
@@ -543,7 +562,17 @@ async fn bad_input_gets_json_errors_and_logs_hold_no_secrets() {
             json!({"to": "bob", "text": "x", "channel": "wa"}),
         )
         .await;
-    assert_error(s, &v, 400, "channel_unavailable");
+    assert_error(s, &v, 400, "invalid_phone");
+    assert_eq!(v["error"]["field"], "to");
+    // A session alone cannot send on a bridge channel (tests/bridge.rs has the rest).
+    let (s, v) = api
+        .post(
+            SEND,
+            Some(&alice),
+            json!({"to": "+15551230001", "text": "x", "channel": "wa"}),
+        )
+        .await;
+    assert_error(s, &v, 401, "api_key_required");
     let (s, v) = api
         .post(
             SEND,

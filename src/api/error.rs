@@ -19,8 +19,6 @@ pub enum ErrorCode {
     InvalidCursor,
     /// A message has neither text nor attachments.
     EmptyMessage,
-    /// The channel needs a bridge this relay does not have.
-    ChannelUnavailable,
     /// No session token was sent.
     Unauthorized,
     /// The session token is unknown, logged out or expired.
@@ -79,13 +77,27 @@ pub enum ErrorCode {
     EngineRefused,
     /// No installed translator handles this pair of languages.
     UnsupportedLanguagePair,
-    /// An unexpected failure in the relay. Never expected; report it.
     /// A callback URL that is not an http(s) URL.
     InvalidUrl,
     /// A callback URL that points at this machine or a private network.
     UrlNotAllowed,
     /// The identity has as many callbacks as the relay allows.
     TooManyCallbacks,
+    /// A phone number that is not in international form.
+    InvalidPhone,
+    /// Sending on that channel needs a PhoneRelay API key (`Authorization: Bearer …`).
+    ApiKeyRequired,
+    /// The API key is unknown or revoked.
+    InvalidApiKey,
+    /// The API key is not scoped to that phone id.
+    PhoneIdNotAllowed,
+    /// The API key and the session belong to different identities.
+    KeyOwnerMismatch,
+    /// No PhoneRelay bridge is configured (PHONE_RELAY_BRIDGE_URL) for sms, wa, tg, notify.
+    BridgeUnavailable,
+    /// The relay has no SMTP settings, so it cannot send email.
+    EmailUnavailable,
+    /// An unexpected failure in the relay. Never expected; report it.
     Internal,
 }
 
@@ -99,7 +111,6 @@ impl ErrorCode {
             ErrorCode::InvalidEmail => "invalid_email",
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::EmptyMessage => "empty_message",
-            ErrorCode::ChannelUnavailable => "channel_unavailable",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::Forbidden => "forbidden",
@@ -132,6 +143,13 @@ impl ErrorCode {
             ErrorCode::InvalidUrl => "invalid_url",
             ErrorCode::UrlNotAllowed => "url_not_allowed",
             ErrorCode::TooManyCallbacks => "too_many_callbacks",
+            ErrorCode::InvalidPhone => "invalid_phone",
+            ErrorCode::ApiKeyRequired => "api_key_required",
+            ErrorCode::InvalidApiKey => "invalid_api_key",
+            ErrorCode::PhoneIdNotAllowed => "phone_id_not_allowed",
+            ErrorCode::KeyOwnerMismatch => "key_owner_mismatch",
+            ErrorCode::BridgeUnavailable => "bridge_unavailable",
+            ErrorCode::EmailUnavailable => "email_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -148,6 +166,9 @@ impl std::fmt::Display for ErrorCode {
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
+    /// The request field that is wrong, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// `{"ok": false, "error": {...}}`: the body of every non-2xx answer.
@@ -164,6 +185,7 @@ impl ErrorBody {
             error: ErrorDetail {
                 code,
                 message: message.into(),
+                field: None,
             },
         }
     }

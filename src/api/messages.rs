@@ -154,6 +154,10 @@ pub struct Message {
     /// For a caption event, and for a message in history: its transcript and translation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caption: Option<Caption>,
+    /// For a message to or from an address outside the relay (`wa:+1555…`): its channel
+    /// (sms, wa, tg, notify, email). Absent for pchat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// `POST /api/v1/messages`
@@ -162,9 +166,14 @@ pub struct SendRequest {
     /// `pchat_free_phone` for relay traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_id: Option<String>,
-    /// `pchat` (the default). Other channels need a PhoneRelay bridge.
+    /// `pchat` (the default), or `email`, `sms`, `wa`, `tg`, `notify`: those need a PhoneRelay
+    /// API key (`Authorization: Bearer …`) and go to `to` on that channel (`+15551230001`,
+    /// an email address). `to` may also carry the channel itself: `wa:+15551230001`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// For email: the subject (default: the text's first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// The sender's address; must be the caller's own when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -190,6 +199,9 @@ pub struct SendResponse {
     /// True when `client_message_id` named a message already sent: nothing new was stored.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// For email and bridge channels: `queued` (see `GET /api/v1/messages/{message_id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::api::bridge::DeliveryStatus>,
 }
 
 /// `POST /api/v1/webchat/poll`

@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod bridge;
 pub mod callbacks;
 pub mod directory;
 pub mod error;

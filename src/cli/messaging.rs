@@ -211,6 +211,7 @@ pub async fn send_as(persona: &mut Persona, out: &Outgoing) -> Result<String, Fa
     let req = SendRequest {
         phone_id: Some(FREE_PHONE_ID.into()),
         channel: Some(PCHAT_CHANNEL.into()),
+        subject: None,
         source: Some(persona.chat_address.clone()),
         to: out.to.clone(),
         text: Some(text),

@@ -11,6 +11,7 @@ mod messaging;
 pub mod output;
 mod persona_cmd;
 mod relay_cmd;
+mod relay_keys;
 mod run_host_cmd;
 mod tail_cmd;
 

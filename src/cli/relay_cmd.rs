@@ -16,6 +16,38 @@ pub enum RelaySub {
         #[arg(long)]
         json: bool,
     },
+    /// PhoneRelay API keys: what sends on sms, wa, tg, notify and email, and what a bridge
+    /// posts replies with (reads and writes the relay's database; the relay may be running).
+    Keys {
+        #[command(subcommand)]
+        sub: KeysSub,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysSub {
+    /// Make a key for an identity; it is printed once and only its hash is kept.
+    Create {
+        /// What the key is for (shown by `list`)
+        #[arg(long)]
+        name: String,
+        /// The identity it sends as and whose conversations replies reach (chat address or
+        /// email)
+        #[arg(long)]
+        owner: String,
+        /// A phone id the key may use (repeat for several); without any, email only
+        #[arg(long = "phone-id")]
+        phone_ids: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (key_…); requests with it are refused from then on.
+    Revoke { key_id: String },
 }
 
 #[derive(Debug, Args)]
@@ -47,8 +79,10 @@ pub fn run(args: RelayArgs) -> CliResult {
     let env: HashMap<String, String> = std::env::vars().collect();
     let config =
         RelayConfig::load(&flags, &env).map_err(|e| Failure::new(exit::LOCAL, format!("{e}")))?;
-    if let Some(RelaySub::Reports { json }) = args.sub {
-        return reports(config, json);
+    match args.sub {
+        Some(RelaySub::Reports { json }) => return reports(config, json),
+        Some(RelaySub::Keys { sub }) => return super::relay_keys::run(config, sub),
+        None => {}
     }
     super::init_stderr_logging("info,gts_webchat=info");
     let rt = super::runtime()?;
@@ -56,8 +90,10 @@ pub fn run(args: RelayArgs) -> CliResult {
         .map_err(|e| Failure::new(exit::LOCAL, format!("the relay stopped: {e}")))
 }
 
-fn reports(config: RelayConfig, json: bool) -> CliResult {
-    use crate::relay::store::Store;
+/// Opens the relay's database beside a running relay (SQLite in WAL mode allows it).
+pub(super) fn open_store(
+    config: &RelayConfig,
+) -> Result<(tokio::runtime::Runtime, crate::relay::store::SqliteStore), Failure> {
     if !config.db_path.exists() {
         return Err(Failure::new(
             exit::LOCAL,
@@ -77,6 +113,12 @@ fn reports(config: RelayConfig, json: bool) -> CliResult {
         std::sync::Arc::new(crate::relay::hub::Hub::new()),
     )
     .map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
+    Ok((rt, store))
+}
+
+fn reports(config: RelayConfig, json: bool) -> CliResult {
+    use crate::relay::store::Store;
+    let (rt, store) = open_store(&config)?;
     let list = rt.block_on(async {
         let r = store.reports().await;
         store.close().await;

@@ -290,6 +290,7 @@ mod tests {
                 deleted: false,
                 read: false,
                 caption: None,
+                channel: None,
             },
             received_at: "2026-01-01T00:00:00Z".into(),
             attachment_paths: vec![],

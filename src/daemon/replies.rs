@@ -16,6 +16,7 @@ fn request(o: &Outgoing, source: &str) -> SendRequest {
     SendRequest {
         phone_id: Some(FREE_PHONE_ID.into()),
         channel: Some(PCHAT_CHANNEL.into()),
+        subject: None,
         source: Some(source.to_string()),
         to: o.to.clone(),
         text: Some(o.text.clone()),

@@ -158,6 +158,7 @@ impl Controller for Daemon {
         let req = SendRequest {
             phone_id: Some(FREE_PHONE_ID.into()),
             channel: Some(PCHAT_CHANNEL.into()),
+            subject: None,
             source: Some(s.persona.chat_address.clone()),
             to: body.to,
             text: body.text,

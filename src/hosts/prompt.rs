@@ -276,6 +276,7 @@ mod tests {
                 deleted: false,
                 read: false,
                 caption: None,
+                channel: None,
             },
             attachment_paths: vec![],
         }

@@ -52,6 +52,7 @@ impl Chat {
         SendRequest {
             phone_id: Some(FREE_PHONE_ID.into()),
             channel: Some(PCHAT_CHANNEL.into()),
+            subject: None,
             source: Some(self.me.clone()),
             to: to.to_string(),
             text: Some(text),

@@ -144,6 +144,27 @@ pub struct RelayConfig {
     pub allowed_hosts: Vec<String>,
     pub voice: VoiceConfig,
     pub callbacks: CallbacksConfig,
+    pub bridge: BridgeConfig,
+}
+
+/// The PhoneRelay bridge that carries sms, wa, tg and notify messages (retried like callbacks,
+/// for PCHAT_CALLBACK_RETRY_SECS).
+#[derive(Clone, Default)]
+pub struct BridgeConfig {
+    /// PHONE_RELAY_BRIDGE_URL: where outbound messages are POSTed.
+    pub url: Option<String>,
+    /// PHONE_RELAY_BRIDGE_SECRET: the `whsec_…` they are signed with.
+    pub secret: Option<String>,
+}
+
+// Hand-written so the secret never reaches a log.
+impl std::fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeConfig")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Inbound callbacks: where they may point and how long a delivery is retried.
@@ -426,7 +447,39 @@ impl RelayConfig {
                 None => 10,
             },
         };
+        let bridge = BridgeConfig {
+            url: match get("PHONE_RELAY_BRIDGE_URL")
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+            {
+                None => None,
+                Some(u) => match url::Url::parse(u) {
+                    Ok(p) if matches!(p.scheme(), "http" | "https") => Some(u.to_string()),
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            key: "PHONE_RELAY_BRIDGE_URL",
+                            value: u.to_string(),
+                            why: "expected an http or https URL".into(),
+                        });
+                    }
+                },
+            },
+            secret: get("PHONE_RELAY_BRIDGE_SECRET")
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        };
+        if bridge.url.is_some() && bridge.secret.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "PHONE_RELAY_BRIDGE_SECRET",
+                value: String::new(),
+                why: "the bridge URL is set, so its signing secret is needed too: \
+                      a whsec_… shared with the bridge"
+                    .into(),
+            });
+        }
         Ok(RelayConfig {
+            bridge,
             callbacks,
             voice,
             cors_origins,

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// The request field at fault, for `error.field`.
+    pub field: Option<&'static str>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -22,7 +24,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+    /// Names the request field at fault.
+    pub fn on(mut self, field: &'static str) -> ApiError {
+        self.field = Some(field);
+        self
     }
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
@@ -54,7 +62,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody::new(self.code, self.message))).into_response()
+        let mut body = ErrorBody::new(self.code, self.message);
+        body.error.field = self.field.map(str::to_string);
+        (self.status, Json(body)).into_response()
     }
 }
 

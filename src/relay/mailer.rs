@@ -1,4 +1,4 @@
-//! Sends login codes by SMTP (lettre).
+//! Sends login codes, and messages on the email channel, by SMTP (lettre).
 
 use std::time::Duration;
 
@@ -31,6 +31,17 @@ pub enum MailError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
+}
+
+impl MailError {
+    /// Whether trying again cannot help: the address or message is refused (SMTP 5xx).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            MailError::Address { .. } | MailError::Build(_) => true,
+            MailError::Send { source, .. } => source.is_permanent(),
+            MailError::Setup { .. } => false,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -72,6 +83,24 @@ impl Mailer {
         })
     }
 
+    /// Mails a chat message sent on the email channel, as plain text. `message_id` rides in
+    /// a header so replies can be matched to it.
+    pub async fn send_text(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &str,
+        message_id: &str,
+    ) -> Result<(), MailError> {
+        let message = self
+            .builder(to)?
+            .subject(subject)
+            .message_id(Some(format!("<{message_id}@gts-webchat>")))
+            .header(ContentType::TEXT_PLAIN)
+            .body(body.to_string())?;
+        self.deliver(message).await
+    }
+
     /// Mails a login code. The code is in the body only; it is never logged.
     pub async fn send_code(
         &self,
@@ -79,26 +108,36 @@ impl Mailer {
         display_name: &str,
         code: &str,
     ) -> Result<(), MailError> {
-        let parse = |a: &str| {
-            a.parse().map_err(|source| MailError::Address {
-                address: a.to_string(),
-                source,
-            })
-        };
         let greeting = if display_name.trim().is_empty() {
             "Hello,".to_string()
         } else {
             format!("Hello {},", display_name.trim())
         };
-        let message = lettre::Message::builder()
-            .from(parse(&self.from)?)
-            .to(parse(to)?)
+        let message = self
+            .builder(to)?
             .subject(format!("Your gts-webchat login code: {code}"))
             .header(ContentType::TEXT_PLAIN)
             .body(format!(
                 "{greeting}\n\nyour login code is {code}\n\nIt works once and expires in 10 minutes. \
                  If you did not ask for it, ignore this mail.\n"
             ))?;
+        self.deliver(message).await
+    }
+
+    /// A message from the relay's sender to `to`.
+    fn builder(&self, to: &str) -> Result<lettre::message::MessageBuilder, MailError> {
+        let parse = |a: &str| {
+            a.parse().map_err(|source| MailError::Address {
+                address: a.to_string(),
+                source,
+            })
+        };
+        Ok(lettre::Message::builder()
+            .from(parse(&self.from)?)
+            .to(parse(to)?))
+    }
+
+    async fn deliver(&self, message: lettre::Message) -> Result<(), MailError> {
         self.transport
             .send(message)
             .await

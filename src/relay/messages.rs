@@ -7,6 +7,8 @@ use axum::extract::State;
 use tokio::time::Instant;
 
 use super::AppState;
+use super::bridge::api::{ExternalSend, external_target, send_external};
+use super::bridge::keys::Caller;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody};
 use super::presence::check_own_address;
@@ -19,8 +21,7 @@ use crate::api::messages::{
     SendResponse,
 };
 use crate::api::{
-    ErrorBody, ErrorCode, MAX_POLL_WAIT_SECS, MAX_TEXT_BYTES, PCHAT_CHANNEL, now_millis,
-    rfc3339_from_millis,
+    ErrorBody, ErrorCode, MAX_POLL_WAIT_SECS, MAX_TEXT_BYTES, now_millis, rfc3339_from_millis,
 };
 
 /// Longest id a client may quote in `reply_to`.
@@ -99,31 +100,20 @@ pub(crate) fn new_message_id() -> String {
 
 /// Sends a message to a chat address as the session's identity.
 #[utoipa::path(post, path = "/api/v1/messages", tag = "messages",
-    security(("session" = [])),
+    security(("session" = []), ("api_key" = [])),
     request_body = SendRequest,
     responses(
         (status = 200, body = SendResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
     ))]
 pub async fn send(
     State(state): State<AppState>,
-    Auth(session): Auth,
+    caller: Caller,
     JsonBody(req): JsonBody<SendRequest>,
 ) -> ApiResult<Json<SendResponse>> {
-    let me = &session.user;
-    if let Some(channel) = req.channel.as_deref().map(str::trim)
-        && !channel.is_empty()
-        && channel != PCHAT_CHANNEL
-    {
-        return Err(ApiError::bad_request(
-            ErrorCode::ChannelUnavailable,
-            format!(
-                "channel {channel:?} needs a PhoneRelay bridge, which this relay does not have; use \"pchat\""
-            ),
-        ));
-    }
+    let me = &caller.user;
     if let Some(source) = req.source.as_deref().map(|s| s.trim().to_ascii_lowercase())
         && !source.is_empty()
         && source != me.chat_address
@@ -134,16 +124,18 @@ pub async fn send(
                 "source {source:?} is not you; this session sends as {:?}",
                 me.chat_address
             ),
-        ));
+        )
+        .on("source"));
     }
     let to = req.to.trim();
-    let target =
-        match group_target(to) {
-            Some(group) => Target::Group(group.to_string()),
-            None => Target::Address(normalize_address(to).map_err(|e| {
-                ApiError::bad_request(ErrorCode::InvalidAddress, format!("to: {e}"))
-            })?),
-        };
+    let external = external_target(req.channel.as_deref(), to)?;
+    let target = match (&external, group_target(to)) {
+        (Some(c), _) => Target::Address(c.address()),
+        (None, Some(group)) => Target::Group(group.to_string()),
+        (None, None) => Target::Address(normalize_address(to).map_err(|e| {
+            ApiError::bad_request(ErrorCode::InvalidAddress, format!("to: {e}")).on("to")
+        })?),
+    };
     let mut text = req.text.unwrap_or_default();
     let mut attachments = req.attachments.unwrap_or_default();
     if attachments.is_empty()
@@ -156,20 +148,23 @@ pub async fn send(
         return Err(ApiError::bad_request(
             ErrorCode::InvalidRequest,
             format!("at most {MAX_ATTACHMENTS} attachments per message"),
-        ));
+        )
+        .on("attachments"));
     }
     if text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::too_large(format!(
             "text is {} bytes; the limit is {} KiB",
             text.len(),
             MAX_TEXT_BYTES / 1024
-        )));
+        ))
+        .on("text"));
     }
     if text.trim().is_empty() && attachments.is_empty() {
         return Err(ApiError::bad_request(
             ErrorCode::EmptyMessage,
             "the message has no text and no attachments",
-        ));
+        )
+        .on("text"));
     }
     let reply_to = req
         .reply_to
@@ -179,7 +174,8 @@ pub async fn send(
         return Err(ApiError::bad_request(
             ErrorCode::InvalidRequest,
             "reply_to is not a message id",
-        ));
+        )
+        .on("reply_to"));
     }
     let client_id = req
         .client_message_id
@@ -194,23 +190,32 @@ pub async fn send(
             format!(
                 "client_message_id must be 1-{MAX_CLIENT_ID_CHARS} characters without control characters"
             ),
-        ));
+        )
+        .on("client_message_id"));
     }
-    let sent = state
-        .store
-        .send(NewMessage {
-            public_id: new_message_id(),
-            sender_id: me.id,
-            target,
-            text,
-            reply_to,
-            attachments,
-            client_id,
-            // Detected by the voice worker, off the send path, when a job needs it.
-            language: None,
-            created_at: now_millis(),
-        })
-        .await?;
+    let message = NewMessage {
+        public_id: new_message_id(),
+        sender_id: me.id,
+        target,
+        text,
+        reply_to,
+        attachments,
+        client_id,
+        // Detected by the voice worker, off the send path, when a job needs it.
+        language: None,
+        created_at: now_millis(),
+    };
+    if let Some(contact) = external {
+        let send = ExternalSend {
+            contact,
+            phone_id: req.phone_id,
+            subject: req.subject,
+            has_attachments: !message.attachments.is_empty(),
+            message,
+        };
+        return send_external(&state, &caller, send).await.map(Json);
+    }
+    let sent = state.store.send(message).await?;
     if sent.enrich {
         state.voice.wake();
     }
@@ -219,6 +224,7 @@ pub async fn send(
         message_id: sent.public_id,
         created_at: rfc3339_from_millis(sent.created_at),
         duplicate: sent.duplicate,
+        status: None,
     }))
 }
 
@@ -517,7 +523,8 @@ pub async fn report(
 /// Query of `GET /api/v1/webchat/history`.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 pub struct HistoryQuery {
-    /// A chat address (direct messages both ways) or `group:grp_…`.
+    /// A chat address (direct messages both ways), an external contact (`wa:+1555…`) or
+    /// `group:grp_…`.
     pub with: String,
     /// Only messages before this history position (the `cursor` of an earlier answer).
     pub before: Option<i64>,
@@ -540,13 +547,19 @@ pub async fn history(
     super::extract::Query(q): super::extract::Query<HistoryQuery>,
 ) -> ApiResult<Json<PollResponse>> {
     use super::store::Conversation;
-    let with =
-        match group_target(q.with.trim()) {
-            Some(g) => Conversation::Group(g.to_string()),
-            None => Conversation::With(normalize_address(&q.with).map_err(|e| {
-                ApiError::bad_request(ErrorCode::InvalidAddress, format!("with: {e}"))
-            })?),
-        };
+    let external = crate::api::bridge::ExternalContact::parse_address(&q.with);
+    let with = match (external, group_target(q.with.trim())) {
+        (Some(c), _) => Conversation::With(
+            c.map_err(|e| {
+                ApiError::bad_request(ErrorCode::InvalidAddress, format!("with: {e}")).on("with")
+            })?
+            .address(),
+        ),
+        (None, Some(g)) => Conversation::Group(g.to_string()),
+        (None, None) => Conversation::With(normalize_address(&q.with).map_err(|e| {
+            ApiError::bad_request(ErrorCode::InvalidAddress, format!("with: {e}")).on("with")
+        })?),
+    };
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
     let rows = state
         .store

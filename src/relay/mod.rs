@@ -2,6 +2,7 @@
 //! and benches can bind port 0.
 
 pub mod auth;
+pub mod bridge;
 pub mod callbacks;
 pub mod config;
 pub mod error;
@@ -61,6 +62,8 @@ pub struct Inner {
     pub voice: voice::Voice,
     /// Inbound callbacks: their HTTP client, followers and deliverer's doorbell.
     pub callbacks: callbacks::Callbacks,
+    /// The PhoneRelay bridge: its HTTP client and the outbox worker's doorbell.
+    pub bridge: bridge::Bridge,
     /// Released at shutdown so waiting long-polls answer at once.
     pub shutdown: CancellationToken,
     /// This relay's own loopback URL, known once it listens: the `/mcp` tools call the API
@@ -147,6 +150,7 @@ pub enum RelayError {
         (name = "messages", description = "Sending, polling, edits, deletions, read receipts, history"),
         (name = "files", description = "Uploads and downloads"),
         (name = "groups", description = "Chat and stream groups"),
+        (name = "bridge", description = "The PhoneRelay bridge: replies from sms, wa, tg and email"),
         (name = "language", description = "Language preferences, transcription and translation"),
         (name = "meta", description = "Health and this document"),
     )
@@ -161,6 +165,12 @@ impl utoipa::Modify for SecurityAddon {
         components.add_security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-PChat-Session"))),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(utoipa::openapi::security::Http::new(
+                utoipa::openapi::security::HttpAuthScheme::Bearer,
+            )),
         );
     }
 }
@@ -255,6 +265,8 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .routes(routes!(presence::presence))
         .routes(routes!(presence::directory))
         .routes(routes!(messages::send))
+        .routes(routes!(bridge::api::status))
+        .routes(routes!(bridge::api::inbound))
         .routes(routes!(messages::poll))
         .routes(routes!(messages::ack))
         .routes(routes!(messages::edit))
@@ -413,9 +425,11 @@ pub fn open_state(
     // Called inside the runtime: the whisper helper (a supervised process) starts here.
     let voice = voice::Voice::start(config.voice.clone(), shutdown.clone());
     let callbacks = callbacks::Callbacks::new(config.callbacks.clone());
+    let bridge = bridge::Bridge::new(config.bridge.clone());
     Ok(AppState(Arc::new(Inner {
         voice,
         callbacks,
+        bridge,
         store: Arc::new(store),
         hub,
         mailer,
@@ -480,8 +494,11 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayEr
     };
     let worker = tokio::spawn(voice::worker::run(state.clone()));
     let deliverer = tokio::spawn(callbacks::run(state.clone()));
+    let outbox = tokio::spawn(bridge::deliver::run(state.clone()));
     let served = accept_loop(listener, app, shutdown).await;
     sweeper.abort();
+    // A message in flight is cut short; it is still queued and goes out after the restart.
+    outbox.abort();
     // A delivery in flight is cut short; it is still pending and goes out after the restart.
     deliverer.abort();
     // A job in an engine call is cut short; it runs again at the next start.

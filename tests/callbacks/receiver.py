@@ -1,6 +1,8 @@
 """A webhook receiver for tests/callbacks.rs: verifies each request with the official Standard
 Webhooks library (standardwebhooks, from PyPI), prints one JSON line per request on stdout and
-answers as the mode file says: `200` (the default), `500`, `302 URL`, or `sleep SECONDS`.
+answers as the mode file says: `200` (the default), `500`, `302 URL`, `400 REASON…` (any status
+with words after it answers `{"error": "REASON…"}`), or `sleep SECONDS`. tests/bridge.rs uses it
+as the PhoneRelay bridge double.
 
     receiver.py SECRET_FILE MODE_FILE    (prints `PORT n` first)
 """
@@ -45,11 +47,15 @@ class Handler(BaseHTTPRequestHandler):
         print(json.dumps({"id": headers.get("webhook-id"), "verified": verified, "error": error,
                           "answered": status, "body": parsed, "path": self.path}), flush=True)
         self.send_response(status)
+        answer = b"ok"
         if status in (301, 302, 307, 308) and len(mode) > 1:
             self.send_header("location", mode[1])
-        self.send_header("content-length", "2")
+        elif len(mode) > 1:
+            answer = json.dumps({"error": " ".join(mode[1:])}).encode()
+            self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
         self.end_headers()
-        self.wfile.write(b"ok")
+        self.wfile.write(answer)
 
     def log_message(self, *args):
         pass

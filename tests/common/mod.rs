@@ -175,6 +175,17 @@ impl Relay {
         self.child = Some(child);
     }
 
+    /// Waits until the relay process is gone (a failpoint aborted it), zombie or reaped.
+    pub fn wait_aborted(&self, limit: Duration) {
+        let pid = self.pid();
+        wait_for(limit, "the relay to abort", || {
+            (!Path::new(&format!("/proc/{pid}/cmdline")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")))
+            .then_some(())
+        });
+    }
+
     /// kill -9: no shutdown path runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -32,7 +32,7 @@ pub fn passes(cb: &CallbackRecord, m: &Message) -> bool {
     if m.event_type != EventType::Message || m.deleted || m.from == cb.owner_address {
         return false;
     }
-    let channel = "pchat";
+    let channel = m.channel.as_deref().unwrap_or("pchat");
     if !cb.channels.is_empty() && !cb.channels.iter().any(|c| c == channel) {
         return false;
     }
@@ -100,7 +100,7 @@ async fn follow(state: &AppState, cb: CallbackRecord, stop: &CancellationToken) 
                         timestamp: rfc3339_from_millis(now),
                         data: CallbackEventData {
                             callback_id: cb.public_id.clone(),
-                            channel: "pchat".into(),
+                            channel: message.channel.clone().unwrap_or_else(|| "pchat".into()),
                             message,
                         },
                     };
@@ -211,14 +211,26 @@ pub async fn deliver(state: AppState) {
         }
         // Nothing startable: wait for a new event, a finished try, or the next retry.
         let next = state.store.next_delivery_due().await.ok().flatten();
-        let wait = next
-            .map(|t| (t - now_millis()).clamp(20, 1000) as u64)
-            .unwrap_or(1000);
-        tokio::select! {
-            _ = rung => {}
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = state.shutdown.cancelled() => return,
+        if !idle(rung, next, &state.shutdown).await {
+            return;
         }
+    }
+}
+
+/// An outbox worker's rest: until its doorbell rings, the next retry comes due (looked at
+/// again at least every second), or shutdown (then false).
+pub async fn idle(
+    rung: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    next_due: Option<i64>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let wait = next_due
+        .map(|t| (t - now_millis()).clamp(20, 1000) as u64)
+        .unwrap_or(1000);
+    tokio::select! {
+        _ = rung => true,
+        _ = tokio::time::sleep(Duration::from_millis(wait)) => true,
+        _ = shutdown.cancelled() => false,
     }
 }
 

@@ -401,6 +401,94 @@ pub struct DeliveryRow {
     pub delivered_at: Option<i64>,
 }
 
+/// A PhoneRelay API key as stored (never the key, only its hash).
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub id: i64,
+    pub public_id: String,
+    pub name: String,
+    pub user_id: i64,
+    pub owner_address: String,
+    pub phone_ids: Vec<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub public_id: String,
+    pub name: String,
+    pub user_id: i64,
+    pub key_hash: String,
+    pub phone_ids: Vec<String>,
+    pub now: i64,
+}
+
+/// An address outside the relay, stored as an identity no one can log in as.
+#[derive(Debug, Clone)]
+pub struct ContactRef {
+    /// `wa:+15551230001`
+    pub address: String,
+    /// The name the channel gave (kept from then on); a new contact is named by its number.
+    pub name: Option<String>,
+}
+
+/// A message leaving the relay by email or over the bridge.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub key_id: i64,
+    pub contact: ContactRef,
+    pub channel: String,
+    pub phone_id: String,
+    pub recipient: String,
+    /// For email.
+    pub subject: Option<String>,
+    /// For email the text; for the bridge the JSON body.
+    pub payload: String,
+    pub give_up_at: i64,
+}
+
+/// An outbound message due for a try.
+#[derive(Debug, Clone)]
+pub struct OutboundItem {
+    pub id: i64,
+    pub message_id: String,
+    pub channel: String,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub payload: String,
+    pub attempts: u32,
+    pub give_up_at: i64,
+}
+
+/// How one try of an outbound message ended.
+#[derive(Debug, Clone)]
+pub enum OutboundEnd {
+    Sent,
+    Retry { error: String, not_before: i64 },
+    Failed { error: String },
+}
+
+/// A sent message, and for one that left the relay, how far it got.
+#[derive(Debug, Clone)]
+pub struct MessageStatusRow {
+    pub to_target: String,
+    pub created_at: i64,
+    pub outbound: Option<OutboundState>,
+}
+
+/// Where an outbound message stands.
+#[derive(Debug, Clone)]
+pub struct OutboundState {
+    pub channel: String,
+    pub recipient: String,
+    /// queued, sent or failed
+    pub state: String,
+    pub last_error: Option<String>,
+    pub attempts: u32,
+    pub sent_at: Option<i64>,
+}
+
 /// Everything the relay keeps.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -608,6 +696,28 @@ pub trait Store: Send + Sync + 'static {
         public_id: &str,
         limit: u32,
     ) -> StoreResult<Option<Vec<DeliveryRow>>>;
+
+    // --- the PhoneRelay bridge
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord>;
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// False when no unrevoked key has that id.
+    async fn revoke_api_key(&self, public_id: &str, now: i64) -> StoreResult<bool>;
+    async fn api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Stores the message to the external contact (creating it) and queues it to go out, in
+    /// one transaction. A repeated client id stores and queues nothing.
+    async fn send_outbound(&self, msg: NewMessage, out: Outbound) -> StoreResult<SentMessage>;
+    /// Stores a message from an external contact (creating it) to `msg.target`; the sender
+    /// id in `msg` is ignored.
+    async fn receive_inbound(&self, msg: NewMessage, from: ContactRef) -> StoreResult<SentMessage>;
+    async fn due_outbound(&self, now: i64, limit: u32) -> StoreResult<Vec<OutboundItem>>;
+    async fn next_outbound_due(&self) -> StoreResult<Option<i64>>;
+    async fn end_outbound(&self, id: i64, end: OutboundEnd, now: i64) -> StoreResult<()>;
+    /// A message `sender_id` sent, or None.
+    async fn message_status(
+        &self,
+        sender_id: i64,
+        message_id: &str,
+    ) -> StoreResult<Option<MessageStatusRow>>;
 
     async fn close(&self);
 }

@@ -230,6 +230,9 @@ pub(super) fn send(
         .prepare_cached("SELECT chat_address, display_name, kind FROM users WHERE id = ?1")
         .and_then(|mut st| st.query_row([msg.sender_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
         .map_err(sqlite_err("reading the sender"))?;
+    let channel = crate::api::bridge::channel_of(&to_target)
+        .or_else(|| crate::api::bridge::channel_of(&from))
+        .map(str::to_string);
     let event = Arc::new(Message {
         cursor: String::new(),
         event_type: EventType::Message,
@@ -247,6 +250,7 @@ pub(super) fn send(
         deleted: false,
         read: false,
         caption: None,
+        channel,
     });
     for user_id in &recipients {
         deliver(conn, *user_id, rowid, None, Some(&event), shared)?;
@@ -327,6 +331,10 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         ),
     };
     let is_message = event_type == EventType::Message;
+    let to: String = row.get(2)?;
+    let channel = crate::api::bridge::channel_of(&to)
+        .or_else(|| crate::api::bridge::channel_of(&from))
+        .map(str::to_string);
     Ok(Message {
         cursor: seq.to_string(),
         event_type,
@@ -334,7 +342,7 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
         from,
         from_name,
         from_kind: Kind::parse(&from_kind).unwrap_or_default(),
-        to: row.get(2)?,
+        to,
         text,
         created_at: rfc3339_from_millis(created_at),
         reply_to: if is_message { row.get(5)? } else { None },
@@ -358,6 +366,7 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
             };
             data.and_then(|d| serde_json::from_str::<Caption>(&d).ok())
         },
+        channel,
     })
 }
 

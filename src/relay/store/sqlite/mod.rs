@@ -20,6 +20,9 @@ use rusqlite_migration::{M, Migrations};
 use tokio::sync::oneshot;
 
 use super::{
+    ApiKeyRecord, ContactRef, MessageStatusRow, NewApiKey, Outbound, OutboundEnd, OutboundItem,
+};
+use super::{
     AttemptEnd, CallbackChange, CallbackRecord, DeliveryRow, NewCallback, OutboxItem, QueuedEvent,
 };
 use super::{
@@ -33,6 +36,7 @@ use crate::api::messages::Caption;
 use crate::api::messages::{ConversationSummary, Message};
 use crate::relay::hub::Hub;
 
+mod bridge;
 mod callbacks;
 mod files;
 mod groups;
@@ -55,6 +59,7 @@ const MIGRATIONS: &[M<'static>] = &[
     )),
     M::up(include_str!("migrations/008_voice.sql")),
     M::up(include_str!("migrations/009_callbacks.sql")),
+    M::up(include_str!("migrations/010_bridge.sql")),
 ];
 
 /// How hard a commit waits for the disk.
@@ -794,6 +799,69 @@ impl Store for SqliteStore {
         let id = public_id.to_string();
         self.read(move |c| callbacks::deliveries(c, user_id, &id, limit))
             .await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+        self.write("creating an API key", move |c, _| {
+            bridge::create_key(c, &key)
+        })
+        .await
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        self.read(bridge::all_keys).await
+    }
+
+    async fn revoke_api_key(&self, public_id: &str, now: i64) -> StoreResult<bool> {
+        let id = public_id.to_string();
+        self.write("revoking an API key", move |c, _| {
+            bridge::revoke_key(c, &id, now)
+        })
+        .await
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let hash = key_hash.to_string();
+        self.read(move |c| bridge::key_by_hash(c, &hash)).await
+    }
+
+    async fn send_outbound(&self, msg: NewMessage, out: Outbound) -> StoreResult<SentMessage> {
+        self.write("sending a message out", move |c, w: &mut WriterState| {
+            bridge::send_outbound(c, &msg, &out, w)
+        })
+        .await
+    }
+
+    async fn receive_inbound(&self, msg: NewMessage, from: ContactRef) -> StoreResult<SentMessage> {
+        self.write(
+            "receiving a bridge message",
+            move |c, w: &mut WriterState| bridge::receive_inbound(c, &msg, &from, w),
+        )
+        .await
+    }
+
+    async fn due_outbound(&self, now: i64, limit: u32) -> StoreResult<Vec<OutboundItem>> {
+        self.read(move |c| bridge::due(c, now, limit)).await
+    }
+
+    async fn next_outbound_due(&self) -> StoreResult<Option<i64>> {
+        self.read(bridge::next_due).await
+    }
+
+    async fn end_outbound(&self, id: i64, end: OutboundEnd, now: i64) -> StoreResult<()> {
+        self.write("recording an outbound try", move |c, _| {
+            bridge::end(c, id, &end, now)
+        })
+        .await
+    }
+
+    async fn message_status(
+        &self,
+        sender_id: i64,
+        message_id: &str,
+    ) -> StoreResult<Option<MessageStatusRow>> {
+        let id = message_id.to_string();
+        self.read(move |c| bridge::status(c, sender_id, &id)).await
     }
 
     async fn close(&self) {
