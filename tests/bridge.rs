@@ -7,131 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use common::bridge::*;
 use common::*;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const PHONE: &str = "+15551230001";
-
-fn venv_python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/python");
-    assert!(
-        py.exists(),
-        "tests/.venv is missing: run tests/run.sh (it installs tests/bridge/requirements.txt)"
-    );
-    py
-}
-
-/// A helper script of ours under tests/, run with the test venv, after it printed `PORT n`.
-fn start_py(sb: &Sandbox, script: &str, args: &[&Path], name: &str) -> (Background, u16) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = Command::new(venv_python());
-    cmd.arg(root.join(script)).args(args);
-    let bg = Background::start_cmd(cmd, Vec::<String>::new(), sb.path(), name);
-    let line = bg.expect_line("PORT ", WAIT);
-    let port = line.trim_start_matches("PORT ").trim().parse().unwrap();
-    (bg, port)
-}
-
-/// The bridge double: verifies signatures with SECRET, answers as its mode file says.
-struct BridgeDouble {
-    bg: Background,
-    url: String,
-    mode: PathBuf,
-}
-
-impl BridgeDouble {
-    fn start(sb: &Sandbox) -> BridgeDouble {
-        let secret = sb.path().join("bridge.secret");
-        let mode = sb.path().join("bridge.mode");
-        std::fs::write(&secret, SECRET).unwrap();
-        let (bg, port) = start_py(
-            sb,
-            "tests/callbacks/receiver.py",
-            &[&secret, &mode],
-            "bridge",
-        );
-        BridgeDouble {
-            bg,
-            url: format!("http://127.0.0.1:{port}/outbound"),
-            mode,
-        }
-    }
-    fn answer(&self, mode: &str) {
-        std::fs::write(&self.mode, mode).unwrap();
-    }
-    fn next(&self) -> Value {
-        serde_json::from_str(&self.bg.expect_line("{", WAIT)).expect("bridge line")
-    }
-}
-
-/// A relay with the bridge double as its bridge.
-struct Site {
-    sb: Sandbox,
-    bridge: BridgeDouble,
-    relay: Relay,
-    api: Api,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Site {
-    fn start(extra: &[(&'static str, &str)]) -> Site {
-        let sb = Sandbox::new();
-        let bridge = BridgeDouble::start(&sb);
-        let env = bridge_env(&bridge.url);
-        let mut with = refs(&env);
-        with.extend_from_slice(extra);
-        let relay = Relay::start_with(&sb, &with);
-        let api = relay.api();
-        Site {
-            sb,
-            bridge,
-            relay,
-            api,
-            env,
-        }
-    }
-}
-
-fn bridge_env(url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("PHONE_RELAY_BRIDGE_URL", url.to_string()),
-        ("PHONE_RELAY_BRIDGE_SECRET", SECRET.to_string()),
-        ("PCHAT_CALLBACK_BACKOFF_MS", "100".to_string()),
-    ]
-}
-
-fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-/// `relay keys create` with the CLI, as an operator does; the key it printed once.
-fn create_key(sb: &Sandbox, relay: &Relay, owner: &str, phone_ids: &[&str]) -> Value {
-    let dir = relay.data_dir.display().to_string();
-    let mut args = vec![
-        "relay",
-        "--data-dir",
-        &dir,
-        "keys",
-        "create",
-        "--name",
-        "test bridge",
-        "--owner",
-        owner,
-        "--json",
-    ];
-    for p in phone_ids {
-        args.extend(["--phone-id", p]);
-    }
-    let v: Value = serde_json::from_str(ok(&gw(sb, &args)).trim()).expect("keys create --json");
-    assert!(v["key"].as_str().unwrap().starts_with("prk_"), "{v}");
-    v
-}
 
 /// A POST with a bearer key (and a session when given), as a PhoneRelay client sends it.
 async fn keyed(
@@ -227,6 +110,22 @@ async fn whatsapp_goes_out_signed_and_the_reply_comes_back_into_the_conversation
     assert_eq!(st["channel"], "wa");
     assert_eq!(st["to"], PHONE);
     assert_eq!(st["attempts"], 1);
+    // It went out, so it cannot be edited here; a number no one wrote to has no history.
+    let (st, v) = api
+        .post(
+            "/api/v1/webchat/edit",
+            Some(&ana),
+            json!({"message_id": id, "text": "changed"}),
+        )
+        .await;
+    assert_error(st, &v, 409, "conflict");
+    let (st, v) = api
+        .get(
+            "/api/v1/webchat/history?with=sms:%2B15559990000",
+            Some(&ana),
+        )
+        .await;
+    assert_eq!((st, v["messages"].clone()), (200, json!([])), "{v}");
 
     // The reply on WhatsApp comes back through the bridge into ana's conversation.
     let (st, reply) = keyed(

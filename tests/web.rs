@@ -100,6 +100,42 @@ fn human_url(sb: &Sandbox, relay: &Relay, email: &str, name: &str, address: &str
     )
 }
 
+/// Settings → Advanced and conversations over the PhoneRelay bridge (tests/web/bridge.mjs),
+/// against the bridge double.
+#[test]
+fn web_app_sends_over_the_phone_bridge() {
+    let site = common::bridge::Site::start(&[]);
+    let dora = human_url(&site.sb, &site.relay, "dora@example.com", "Dora", "dora");
+    let made = common::bridge::create_key(&site.sb, &site.relay, "dora", &["phone-1"]);
+    let mode = site.bridge.mode.display().to_string();
+    let out = run_script(
+        "bridge.mjs",
+        &site.relay,
+        &[
+            ("DORA_URL", &dora),
+            ("BRIDGE_KEY", made["key"].as_str().unwrap()),
+            ("PHONE_ID", "phone-1"),
+            ("BRIDGE_MODE", &mode),
+        ],
+    );
+    eprintln!("{out}");
+    // What the bridge got: both messages, signed, to the number, from dora; then the refused one.
+    let texts: Vec<String> = (0..3)
+        .map(|_| {
+            let got = site.bridge.next();
+            assert_eq!(got["verified"], true, "{got}");
+            assert_eq!(got["body"]["to"], "+15551230001", "{got}");
+            assert_eq!(got["body"]["from"], "dora", "{got}");
+            assert_eq!(got["body"]["phone_id"], "phone-1", "{got}");
+            got["body"]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        ["Your table is ready", "See you soon", "Are you there?"]
+    );
+}
+
 /// Pages of other origins, rebound names and hostile links (tests/web/attack.mjs).
 #[test]
 fn web_pages_and_links_cannot_take_over_or_move_a_session() {

@@ -45,6 +45,95 @@ function normRelay(raw) {
 function useRelay(relay) {
   state.relay = relay;
   state.token = LS.get(tokenKey(relay));
+  state.bridge = loadBridge(relay);
+}
+
+// ---- the PhoneRelay bridge: conversations with phone numbers and email addresses ----------
+
+// Kept per relay, like the session token.
+const bridgeKey = (relay) => 'bridge:' + relay;
+const CHANNELS = { sms: 'SMS', wa: 'WhatsApp', tg: 'Telegram', notify: 'Notify', email: 'Email' };
+
+function loadBridge(relay) {
+  try {
+    const b = JSON.parse(LS.get(bridgeKey(relay)) || '{}');
+    return { key: String(b.key || ''), phone_id: String(b.phone_id || '') };
+  } catch (_) {
+    return { key: '', phone_id: '' };
+  }
+}
+
+function saveBridge(key, phoneId) {
+  state.bridge = { key: key.trim(), phone_id: phoneId.trim() };
+  LS.set(bridgeKey(state.relay), state.bridge.key || state.bridge.phone_id ? JSON.stringify(state.bridge) : null);
+}
+
+/** The channel of a conversation with an outside address (`wa:+1555…`), or null. */
+function channelOf(address) {
+  const i = (address || '').indexOf(':');
+  const ch = i > 0 ? address.slice(0, i) : '';
+  return Object.hasOwn(CHANNELS, ch) ? ch : null;
+}
+
+/** `channel:recipient` as the relay writes it, or an error message (the relay checks again). */
+function externalAddress(channel, raw) {
+  const v = raw.trim();
+  if (channel === 'email') {
+    return /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(v) ? 'email:' + v.toLowerCase() : { error: 'That is not an email address.' };
+  }
+  const phone = v.replace(/[\s.()-]/g, '');
+  if (/^\+[1-9]\d{7,14}$/.test(phone)) return channel + ':' + phone;
+  if (channel === 'tg' && /^@[A-Za-z0-9_]{5,32}$/.test(v)) return 'tg:' + v.toLowerCase();
+  return { error: 'Use the international form: + and the country code, e.g. +15551230001.' };
+}
+
+function channelBadge(address) {
+  const ch = channelOf(address);
+  return ch ? h('span', { class: 'badge channel', 'data-testid': 'channel-badge' }, CHANNELS[ch]) : null;
+}
+
+function openExternalDialog() {
+  $('external-error').hidden = true;
+  $('external-to').value = '';
+  $('external-dialog').showModal();
+}
+
+function startExternal() {
+  const channel = $('external-channel').value;
+  const addr = externalAddress(channel, $('external-to').value);
+  if (typeof addr !== 'string') {
+    $('external-error').textContent = addr.error;
+    $('external-error').hidden = false;
+    return;
+  }
+  $('external-dialog').close();
+  if (!state.bridge.key) {
+    showBanner('Add your PhoneRelay API key in Settings → Advanced to send on ' + CHANNELS[channel] + '.');
+  }
+  ensureConv(addr, { display_name: addr.slice(addr.indexOf(':') + 1), type: 'direct' });
+  openConversation(addr);
+}
+
+/** Follows a sent message's delivery (queued → sent or failed) until it settles. */
+async function trackDelivery(m) {
+  for (let wait = 500; ; wait = Math.min(wait * 2, 5000)) {
+    try {
+      const s = await api('GET', '/api/v1/messages/' + encodeURIComponent(m.message_id), undefined, { bridge: true });
+      m.delivery = { status: s.status, error: s.error || null };
+      if (state.active === convKeyOf(m)) renderMessages();
+      if (s.status !== 'queued') return;
+    } catch (e) {
+      if (e.status === 401 || e.status === 404) return;
+    }
+    await sleep(wait);
+  }
+}
+
+function deliveryView(m) {
+  const d = m.delivery;
+  if (!d) return null;
+  const label = d.status === 'failed' ? 'Not delivered: ' + (d.error || 'failed') : d.status === 'sent' ? 'Sent via ' + (CHANNELS[channelOf(m.to)] || m.to) : 'Queued…';
+  return h('span', { class: 'delivery ' + d.status, 'data-testid': 'delivery-status', 'data-status': d.status, title: d.error || '' }, label);
 }
 
 const state = {
@@ -61,6 +150,8 @@ const state = {
   groups: new Map(),
   recorder: null,
   prefs: { receive_language: null, read_aloud: false },
+  // PhoneRelay settings for this relay (Settings → Advanced): { key, phone_id }.
+  bridge: { key: '', phone_id: '' },
 };
 
 class RelayError extends Error {
@@ -89,9 +180,11 @@ function hideBanner() {
 
 // ---- relay access -----------------------------------------------------------
 
-async function api(method, path, body, { signal } = {}) {
+async function api(method, path, body, { signal, bridge = false } = {}) {
   const headers = {};
   if (state.token) headers['X-PChat-Session'] = state.token;
+  // The PhoneRelay key goes only to the relay it was entered for, and only when needed.
+  if (bridge && state.bridge.key) headers['Authorization'] = 'Bearer ' + state.bridge.key;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let resp;
   try {
@@ -114,7 +207,7 @@ async function api(method, path, body, { signal } = {}) {
   if (!resp.ok) {
     const code = (data && data.error && data.error.code) || 'http_' + resp.status;
     const message = (data && data.error && data.error.message) || resp.statusText;
-    if (resp.status === 401 && state.token && code !== 'code_invalid' && code !== 'code_expired') {
+    if (resp.status === 401 && state.token && (code === 'unauthorized' || code === 'invalid_token')) {
       sessionExpired();
     }
     throw new RelayError(code, message, resp.status);
@@ -438,7 +531,7 @@ function renderConversations() {
           class: c.with === state.active ? 'active' : '',
           onclick: () => openConversation(c.with),
         },
-        h('span', { class: 'name' }, c.display_name, kindBadge(c)),
+        h('span', { class: 'name' }, c.display_name, kindBadge(c), channelBadge(c.with)),
         c.unread > 0 ? h('span', { class: 'unread', 'data-testid': 'unread-count' }, String(c.unread)) : h('span'),
         h('span', { class: 'snippet' }, snippet),
       );
@@ -461,7 +554,12 @@ async function openConversation(key) {
   renderHeader();
   renderMessages();
   renderConversations();
-  if (!conv.loaded) await loadHistory(conv);
+  if (!conv.loaded) {
+    await loadHistory(conv);
+    if (channelOf(key) && state.bridge.key) {
+      for (const m of conv.messages.filter(isMine).slice(-20)) if (!m.delivery) trackDelivery(m);
+    }
+  }
   if (conv.type === 'group' && !state.groups.has(key.slice(6))) await refreshGroupInfo(conv);
   renderHeader();
   renderMessages(true);
@@ -512,8 +610,15 @@ function renderHeader() {
     return;
   }
   $('conv-name').textContent = conv.display_name;
+  const ch = channelOf(conv.with);
   $('conv-sub').textContent =
-    conv.type === 'group' ? (conv.mode === 'stream' ? 'stream group' : 'group') : conv.with + (conv.kind === 'agent' ? ' · AI' : '');
+    conv.type === 'group'
+      ? conv.mode === 'stream'
+        ? 'stream group'
+        : 'group'
+      : ch
+        ? CHANNELS[ch] + ' · ' + conv.with.slice(ch.length + 1)
+        : conv.with + (conv.kind === 'agent' ? ' · AI' : '');
   $('group-members').hidden = conv.type !== 'group';
   const observer = conv.type === 'group' && !conv.can_post;
   $('composer-area').hidden = observer;
@@ -597,12 +702,16 @@ function renderMessage(m) {
     if (!(conv && conv.type === 'group' && !conv.can_post)) {
       foot.append(h('button', { 'data-testid': 'msg-reply', onclick: () => startReply(m) }, 'Reply'));
     }
-    if (mine) {
+    // What went out by SMS or email cannot be changed there.
+    if (mine && !channelOf(m.to)) {
       foot.append(h('button', { 'data-testid': 'msg-edit', onclick: (ev) => startEdit(ev, m) }, 'Edit'));
+    }
+    if (mine) {
       foot.append(h('button', { 'data-testid': 'msg-delete', onclick: (ev) => confirmDelete(ev, m) }, 'Delete'));
     }
   }
-  if (mine) {
+  if (mine && channelOf(m.to)) foot.append(deliveryView(m));
+  if (mine && !channelOf(m.to)) {
     foot.append(
       h('span', { class: 'ticks' + (m.read ? ' read' : ''), 'data-testid': 'ticks', title: m.read ? 'Read' : 'Delivered' }, m.read ? '✓✓' : '✓'),
     );
@@ -687,18 +796,19 @@ async function sendMessage(extra) {
   const text = $('composer').value;
   const attachments = (extra && extra.attachments) || [];
   if (!text.trim() && attachments.length === 0) return;
+  const external = channelOf(conv.with);
   const body = {
-    phone_id: 'pchat_free_phone',
-    channel: 'pchat',
+    phone_id: external ? state.bridge.phone_id || undefined : 'pchat_free_phone',
+    channel: external || 'pchat',
     source: state.me.chat_address,
-    to: conv.with,
+    to: external ? conv.with.slice(external.length + 1) : conv.with,
     text,
     reply_to: state.replyTo ? state.replyTo.message_id : undefined,
     attachments: attachments.length ? attachments : undefined,
   };
   $('send-button').disabled = true;
   try {
-    const r = await api('POST', '/api/v1/messages', body);
+    const r = await api('POST', '/api/v1/messages', body, { bridge: !!external });
     const m = {
       cursor: '',
       type: 'message',
@@ -712,7 +822,9 @@ async function sendMessage(extra) {
       reply_to: body.reply_to || null,
       group_id: conv.type === 'group' ? conv.with.slice(6) : null,
       attachments,
+      delivery: r.status ? { status: r.status, error: null } : null,
     };
+    if (external) trackDelivery(m);
     conv.messages.push(m);
     state.byId.set(m.message_id, m);
     conv.last = m;
@@ -977,6 +1089,8 @@ async function openSettings() {
   $('set-name').value = state.me.display_name;
   $('set-visible').checked = state.me.public_visible;
   $('set-relay').value = state.relay;
+  $('set-bridge-key').value = state.bridge.key;
+  $('set-phone-id').value = state.bridge.phone_id;
   try {
     const p = await api('GET', '/api/v1/webchat/language-prefs');
     state.prefs = p;
@@ -1001,6 +1115,7 @@ async function saveSettings() {
     state.me = me;
     $('me-name').textContent = me.display_name;
     api('POST', '/api/v1/webchat/presence', presenceBody(true)).catch(() => {});
+    saveBridge($('set-bridge-key').value, $('set-phone-id').value);
     $('settings').close();
   } catch (e) {
     showBanner(e.message);
@@ -1098,6 +1213,8 @@ function wire() {
   $('group-members').addEventListener('click', openMembers);
   $('member-add').addEventListener('click', addMember);
   $('settings-open').addEventListener('click', openSettings);
+  $('external-new').addEventListener('click', openExternalDialog);
+  $('external-start').addEventListener('click', startExternal);
   $('settings-save').addEventListener('click', saveSettings);
   $('sign-out').addEventListener('click', async () => {
     $('settings').close();

@@ -12,7 +12,7 @@ use super::bridge::keys::Caller;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Auth, JsonBody};
 use super::presence::check_own_address;
-use super::store::{NewMessage, Target};
+use super::store::{NewMessage, StoreError, Target};
 use crate::api::OkResponse;
 use crate::api::address::{group_target, normalize_address};
 use crate::api::messages::{
@@ -414,6 +414,22 @@ pub async fn edit(
             "an edit needs text; to remove a message, delete it",
         ));
     }
+    // What went out by SMS or email cannot be changed there, so it is not changed here.
+    if let Some(out) = state
+        .store
+        .message_status(session.user.id, id)
+        .await?
+        .and_then(|s| s.outbound)
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            format!(
+                "this message went out on {}, where it cannot be edited; send a correction",
+                out.channel
+            ),
+        ));
+    }
     state
         .store
         .edit(session.user.id, id, req.text, now_millis())
@@ -561,10 +577,16 @@ pub async fn history(
         })?),
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 200);
-    let rows = state
+    let external = matches!(&with, Conversation::With(a) if a.contains(':'));
+    let rows = match state
         .store
         .history(session.user.id, with, q.before, limit)
-        .await?;
+        .await
+    {
+        // A phone number or email address no one has written to yet: nothing so far.
+        Err(StoreError::UnknownRecipient(_)) if external => Vec::new(),
+        other => other?,
+    };
     let next = rows
         .first()
         .map(|(id, _)| id.to_string())

@@ -3,6 +3,7 @@
 //! synchronisation: every wait is a condition with a deadline.
 #![allow(dead_code)]
 
+pub mod bridge;
 pub mod hosts;
 pub mod model;
 pub mod world;
