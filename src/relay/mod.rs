@@ -486,6 +486,18 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayEr
                 {
                     tracing::warn!("sweeping login activity: {e}");
                 }
+                // Delivered callback events are kept an hour (GET …/deliveries shows them),
+                // so the outbox stays small however many pass through it.
+                for _ in 0..100 {
+                    match state.store.prune_deliveries(now - 3_600_000).await {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!("forgetting delivered callback events: {e}");
+                            break;
+                        }
+                    }
+                }
                 state
                     .sessions
                     .retain(|_, (_, at)| at.elapsed() < SESSION_CACHE_TTL);

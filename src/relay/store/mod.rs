@@ -689,6 +689,9 @@ pub trait Store: Send + Sync + 'static {
     /// The next time a pending delivery comes due, if any.
     async fn next_delivery_due(&self) -> StoreResult<Option<i64>>;
     async fn end_delivery(&self, outbox_id: i64, end: AttemptEnd, now: i64) -> StoreResult<()>;
+    /// Forgets a batch of delivered callback events older than `before` (what failed stays
+    /// until redelivered); how many (0: none left).
+    async fn prune_deliveries(&self, before: i64) -> StoreResult<u64>;
     /// The newest deliveries of the owner's callback.
     async fn deliveries(
         &self,

@@ -287,6 +287,21 @@ pub(super) fn end(conn: &Connection, id: i64, end: &AttemptEnd, now: i64) -> Sto
         .map_err(sqlite_err("recording a delivery try"))
 }
 
+/// Most delivered rows forgotten in one write, so the writer is never held for long.
+const PRUNE_BATCH: i64 = 20_000;
+
+/// A delivered row's `not_before` is its last try, so the due index finds old ones directly.
+pub(super) fn prune(conn: &Connection, before: i64) -> StoreResult<u64> {
+    conn.prepare_cached(
+        "DELETE FROM callback_outbox WHERE id IN (
+             SELECT id FROM callback_outbox WHERE state = 'delivered' AND not_before < ?1
+             LIMIT ?2)",
+    )
+    .and_then(|mut st| st.execute(params![before, PRUNE_BATCH]))
+    .map(|n| n as u64)
+    .map_err(sqlite_err("forgetting old deliveries"))
+}
+
 pub(super) fn deliveries(
     conn: &Connection,
     user_id: i64,
@@ -319,4 +334,37 @@ pub(super) fn deliveries(
     rows.collect::<Result<Vec<_>, _>>()
         .map(Some)
         .map_err(sqlite_err("listing deliveries"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Old delivered rows go; recent ones, pending ones and dead letters stay.
+    #[test]
+    fn prune_forgets_only_old_deliveries() -> Result<(), Box<dyn std::error::Error>> {
+        let mut conn = Connection::open_in_memory()?;
+        super::super::migrated(&mut conn)?;
+        conn.execute_batch(
+            "INSERT INTO users (id, email, chat_address, display_name, created_at)
+                 VALUES (1, 'a@x', 'ann', 'Ann', 0);
+             INSERT INTO callbacks (id, public_id, user_id, url, channels, keywords, secret,
+                                    cursor, created_at)
+                 VALUES (1, 'cb_1', 1, 'http://x/', '[]', '[]', 'whsec_x', 0, 0);
+             INSERT INTO callback_outbox (callback_id, webhook_id, payload, state, not_before,
+                                          give_up_at, created_at)
+                 VALUES (1, 'old', '', 'delivered', 10, 0, 10),
+                        (1, 'new', '', 'delivered', 5000, 0, 5000),
+                        (1, 'waiting', 'x', 'pending', 10, 0, 10),
+                        (1, 'dead', 'x', 'dead', 10, 0, 10);",
+        )?;
+        assert_eq!(prune(&conn, 1000)?, 1);
+        assert_eq!(prune(&conn, 1000)?, 0);
+        let left: Vec<String> = conn
+            .prepare("SELECT webhook_id FROM callback_outbox ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(left, ["new", "waiting", "dead"]);
+        Ok(())
+    }
 }

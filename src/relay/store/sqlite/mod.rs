@@ -790,6 +790,13 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_deliveries(&self, before: i64) -> StoreResult<u64> {
+        self.write("forgetting old deliveries", move |c, _| {
+            callbacks::prune(c, before)
+        })
+        .await
+    }
+
     async fn deliveries(
         &self,
         user_id: i64,
@@ -879,6 +886,12 @@ impl Store for SqliteStore {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
     }
+}
+
+/// An in-memory database at the newest schema, for unit tests of the queries.
+#[cfg(test)]
+pub(super) fn migrated(conn: &mut Connection) -> Result<(), rusqlite_migration::Error> {
+    Migrations::from_slice(MIGRATIONS).to_latest(conn)
 }
 
 #[cfg(test)]
