@@ -170,15 +170,7 @@ async fn whatsapp_goes_out_signed_and_the_reply_comes_back_into_the_conversation
         .cloned()
         .unwrap_or_else(|| panic!("no WhatsApp conversation in {convs}"));
     assert_eq!(conv["last_message"]["channel"], "wa");
-    let (_, hist) = api
-        .get("/api/v1/webchat/history?with=wa:%2B15551230001", Some(&ana))
-        .await;
-    let texts: Vec<&str> = hist["messages"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{hist}"))
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let texts = api.history_texts(&ana, "wa:%2B15551230001").await;
     assert_eq!(texts, ["Hello from pChat via WhatsApp", "got it, thanks"]);
 
     // Replying in that conversation (as the web app does: session and key) goes out on wa.

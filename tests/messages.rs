@@ -400,16 +400,7 @@ async fn edits_deletes_and_read_receipts() {
 
     // History of the conversation, both directions, oldest first.
     api.send(&bob, "bob", "alice", "reply").await;
-    let (s, v) = api
-        .get("/api/v1/webchat/history?with=bob", Some(&alice))
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let texts: Vec<&str> = v["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let texts = api.history_texts(&alice, "bob").await;
     assert_eq!(texts, vec!["", "reply"]);
 }
 

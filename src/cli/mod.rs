@@ -10,6 +10,7 @@ mod mcp_cmd;
 mod messaging;
 pub mod output;
 mod persona_cmd;
+mod relay_backup;
 mod relay_cmd;
 mod relay_keys;
 mod run_host_cmd;

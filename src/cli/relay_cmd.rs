@@ -22,6 +22,19 @@ pub enum RelaySub {
         #[command(subcommand)]
         sub: KeysSub,
     },
+    /// Copy the database and uploads into DEST (a new or empty directory) while the relay runs.
+    Backup {
+        dest: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a backup back; refused while a relay uses the data, and over existing data
+    /// without --force (which keeps the old database beside it).
+    Restore {
+        src: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +95,12 @@ pub fn run(args: RelayArgs) -> CliResult {
     match args.sub {
         Some(RelaySub::Reports { json }) => return reports(config, json),
         Some(RelaySub::Keys { sub }) => return super::relay_keys::run(config, sub),
+        Some(RelaySub::Backup { dest, json }) => {
+            return super::relay_backup::backup(&config, &dest, json);
+        }
+        Some(RelaySub::Restore { src, force }) => {
+            return super::relay_backup::restore(&config, &src, force);
+        }
         None => {}
     }
     super::init_stderr_logging("info,gts_webchat=info");

@@ -11,6 +11,7 @@ pub mod files;
 pub mod groups;
 pub mod hub;
 pub mod language;
+pub mod lock;
 pub mod login_policy;
 pub mod mailer;
 pub mod messages;
@@ -136,6 +137,8 @@ pub enum RelayError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error(transparent)]
     Mail(#[from] mailer::MailError),
 }
@@ -586,6 +589,12 @@ async fn accept_loop(
 
 /// `gts-webchat relay`: bind, print the addresses, serve until SIGINT/SIGTERM.
 pub async fn run(config: RelayConfig) -> Result<(), RelayError> {
+    make_private_dir(&config.data_dir)?;
+    if let Some(parent) = config.db_path.parent() {
+        make_private_dir(parent)?;
+    }
+    // Held until the relay stops (or dies): one relay per database.
+    let _lock = lock::acquire(&config.db_path)?;
     let listener = bind(&config).await?;
     let addr = listener.local_addr().map_err(|source| RelayError::Io {
         action: "reading the address of",

@@ -516,6 +516,23 @@ impl Api {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// The texts of a conversation's history (`with`: an address, URL-encoded), oldest first.
+    pub async fn history_texts(&self, token: &str, with: &str) -> Vec<String> {
+        let (s, v) = self
+            .get(
+                &format!("/api/v1/webchat/history?with={with}&limit=200"),
+                Some(token),
+            )
+            .await;
+        assert_eq!(s, 200, "history: {v}");
+        v["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     pub async fn poll(&self, token: &str, body: Value) -> Value {
         let (s, v) = self.post("/api/v1/webchat/poll", Some(token), body).await;
         assert_eq!(s, 200, "poll: {v}");
