@@ -5,7 +5,8 @@
 # schemathesis and the MCP Python SDK (into tests/.venv, from tests/schema/ and
 # tests/mcp/requirements.txt, and the Standard Webhooks library that checks callback
 # signatures, from tests/callbacks/requirements.txt, and the aiosmtpd SMTP server the email
-# channel is tested against, from tests/bridge/requirements.txt) are installed here when
+# channel is tested against, from tests/bridge/requirements.txt, and the official Prometheus
+# text parser, from tests/metrics/requirements.txt) are installed here when
 # missing, and the host CLIs (npm and PyPI, pinned in tests/hosts/) by tests/hosts/install.sh
 # into ~/.cache/gts-webchat/hosts, once, and the offline voice engines by
 # scripts/install-voice.sh into ~/.cache/gts-webchat/voice. Set GTSW_HOSTS_BIN or
@@ -16,11 +17,12 @@ if [ ! -d tests/web/node_modules/playwright-core ]; then
     npm ci --prefix tests/web --no-audit --no-fund
 fi
 if [ ! -x tests/.venv/bin/schemathesis ] ||
-    ! tests/.venv/bin/python -c 'import mcp, standardwebhooks, aiosmtpd' 2>/dev/null; then
+    ! tests/.venv/bin/python -c 'import mcp, standardwebhooks, aiosmtpd, prometheus_client' 2>/dev/null; then
     python3 -m venv tests/.venv
     tests/.venv/bin/pip install --quiet --disable-pip-version-check \
         -r tests/schema/requirements.txt -r tests/mcp/requirements.txt \
-        -r tests/callbacks/requirements.txt -r tests/bridge/requirements.txt
+        -r tests/callbacks/requirements.txt -r tests/bridge/requirements.txt \
+        -r tests/metrics/requirements.txt
 fi
 if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
     echo "tests/run.sh: no Chromium at ${CHROMIUM:-/usr/bin/chromium}; install it (sudo apt-get install chromium) or set CHROMIUM" >&2

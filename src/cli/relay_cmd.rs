@@ -28,6 +28,17 @@ pub enum RelaySub {
         #[arg(long)]
         json: bool,
     },
+    /// Print the web app link that points the app at this (private) relay.
+    Link {
+        /// Where the web app is served, e.g. https://chat.example.com/app/webchat/chat.html
+        #[arg(long)]
+        site: String,
+        /// The relay's public URL, e.g. https://relay.example.com
+        #[arg(long)]
+        relay: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a backup back; refused while a relay uses the data, and over existing data
     /// without --force (which keeps the old database beside it).
     Restore {
@@ -83,6 +94,10 @@ pub struct RelayArgs {
 }
 
 pub fn run(args: RelayArgs) -> CliResult {
+    // Needs no settings and no data.
+    if let Some(RelaySub::Link { site, relay, json }) = &args.sub {
+        return link(site, relay, *json);
+    }
     let flags = RelayFlags {
         host: args.host,
         port: args.port,
@@ -101,7 +116,7 @@ pub fn run(args: RelayArgs) -> CliResult {
         Some(RelaySub::Restore { src, force }) => {
             return super::relay_backup::restore(&config, &src, force);
         }
-        None => {}
+        Some(RelaySub::Link { .. }) | None => {}
     }
     super::init_stderr_logging("info,gts_webchat=info");
     let rt = super::runtime()?;
@@ -170,6 +185,46 @@ fn reports(config: RelayConfig, json: bool) -> CliResult {
                 r.reporter, r.reason
             ))?;
         }
+    }
+    Ok(())
+}
+
+/// The seed's `private_relay_link.py`: `SITE?server_url=RELAY`. The app asks before it
+/// follows such a link to a relay it does not use yet.
+fn link(site: &str, relay: &str, json: bool) -> CliResult {
+    let parse = |what: &str, raw: &str| -> Result<url::Url, Failure> {
+        url::Url::parse(raw.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                Failure::new(
+                    exit::USAGE,
+                    format!("--{what} {raw:?} is not an http(s) URL"),
+                )
+            })
+    };
+    let mut page = parse("site", site)?;
+    let relay = parse("relay", relay)?;
+    let relay_str = relay.as_str().trim_end_matches('/').to_string();
+    page.query_pairs_mut().append_pair("server_url", &relay_str);
+    let same_origin = page.origin() == relay.origin();
+    let plain = relay.scheme() == "http"
+        && !matches!(relay.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if json {
+        return super::output::json_line(&serde_json::json!({
+            "link": page.as_str(), "relay": relay_str,
+            "cors_origin": (!same_origin).then(|| page.origin().ascii_serialization()),
+        }));
+    }
+    super::output::text_line(page.as_str())?;
+    if !same_origin {
+        eprintln!(
+            "the relay must let this site call it: set PCHAT_CORS_ORIGINS={} on the relay",
+            page.origin().ascii_serialization()
+        );
+    }
+    if plain {
+        eprintln!("{relay_str} is plain http: use https for a relay people reach over a network");
     }
     Ok(())
 }

@@ -92,6 +92,13 @@ pub async fn request_code(
         ));
     }
     let (client, now, pressure) = pressure(&state, &email, peer).await?;
+    let limited = (config.code_rate_per_ip > 0
+        && pressure.codes_from_client >= config.code_rate_per_ip)
+        || (config.code_rate_per_email > 0
+            && pressure.codes_for_email_from_client >= config.code_rate_per_email);
+    if limited {
+        metrics::counter!("gtsw_login_codes_total", "result" => "rate_limited").increment(1);
+    }
     if config.code_rate_per_ip > 0 && pressure.codes_from_client >= config.code_rate_per_ip {
         return Err(ApiError::rate_limited(
             "too many login codes requested from your network address; wait 10 minutes",
@@ -151,6 +158,8 @@ pub async fn request_code(
             emailed = true;
         }
     }
+    metrics::counter!("gtsw_login_codes_total", "result" => if emailed { "mailed" } else { "shown" })
+        .increment(1);
     Ok(Json(RequestCodeResponse {
         ok: true,
         emailed,

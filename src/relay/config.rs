@@ -145,6 +145,8 @@ pub struct RelayConfig {
     pub voice: VoiceConfig,
     pub callbacks: CallbacksConfig,
     pub bridge: BridgeConfig,
+    /// PCHAT_METRICS: who may read `/metrics` (`loopback`, the default; `on`; `off`).
+    pub metrics: super::telemetry::Exposure,
 }
 
 /// The PhoneRelay bridge that carries sms, wa, tg and notify messages (retried like callbacks,
@@ -478,7 +480,20 @@ impl RelayConfig {
                     .into(),
             });
         }
+        let metrics = match get("PCHAT_METRICS").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("loopback") => super::telemetry::Exposure::Loopback,
+            Some("on") => super::telemetry::Exposure::Everyone,
+            Some("off") => super::telemetry::Exposure::Off,
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    key: "PCHAT_METRICS",
+                    value: v.to_string(),
+                    why: "expected loopback, on or off".into(),
+                });
+            }
+        };
         Ok(RelayConfig {
+            metrics,
             bridge,
             callbacks,
             voice,

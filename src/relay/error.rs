@@ -92,6 +92,7 @@ impl From<StoreError> for ApiError {
                 // Storage trouble is the relay's, not the client's: log it whole, answer 503
                 // so clients retry rather than give up.
                 tracing::error!(error = %other, "storage failure");
+                metrics::counter!("gtsw_store_errors_total").increment(1);
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorCode::StorageUnavailable,

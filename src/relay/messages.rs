@@ -216,6 +216,9 @@ pub async fn send(
         return send_external(&state, &caller, send).await.map(Json);
     }
     let sent = state.store.send(message).await?;
+    if !sent.duplicate {
+        metrics::counter!("gtsw_messages_stored_total", "channel" => "pchat").increment(1);
+    }
     if sent.enrich {
         state.voice.wake();
     }
@@ -290,6 +293,7 @@ pub async fn poll(
         {
             let mut m = (*event).clone();
             m.cursor = rung.seq.to_string();
+            super::telemetry::woke(&m);
             return Ok(Json(PollResponse {
                 ok: true,
                 messages: vec![m],
@@ -320,17 +324,22 @@ pub async fn poll(
                 // Another claimer of this session took these first; read again from theirs.
                 continue;
             }
+            if woken {
+                super::telemetry::woke(&messages[0]);
+            }
             return Ok(Json(PollResponse {
                 ok: true,
                 messages,
                 next_cursor: next.to_string(),
             }));
         }
+        let waiting = super::telemetry::Waiting::start();
         let woke = tokio::select! {
             changed = bell.changed() => changed.is_ok(),
             _ = tokio::time::sleep_until(deadline) => false,
             _ = state.shutdown.cancelled() => false,
         };
+        drop(waiting);
         if !woke {
             return Ok(Json(PollResponse {
                 ok: true,

@@ -18,6 +18,7 @@ pub mod messages;
 pub mod origin;
 pub mod presence;
 pub mod store;
+pub mod telemetry;
 pub mod voice;
 pub mod web;
 
@@ -297,6 +298,9 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
     let openapi = axum::Router::new()
         .route("/api/v1/openapi.json", axum::routing::get(openapi_json))
         .with_state(Arc::new(doc.clone()));
+    let metrics_route = axum::Router::new()
+        .route("/metrics", axum::routing::get(telemetry::serve))
+        .with_state(state.clone());
 
     let sensitive: Arc<[HeaderName]> = Arc::new([
         HeaderName::from_static(crate::api::SESSION_HEADER),
@@ -315,6 +319,8 @@ pub fn router(state: AppState) -> (axum::Router, serde_json::Value) {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone())
         .merge(openapi)
+        .merge(metrics_route)
+        .layer(axum::middleware::from_fn(telemetry::track))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         // CORS only for the configured origins; the guard (outside it) refuses other origins,
         // and foreign Hosts on a loopback relay, before anything else runs.
@@ -504,6 +510,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> Result<(), RelayEr
                 state
                     .sessions
                     .retain(|_, (_, at)| at.elapsed() < SESSION_CACHE_TTL);
+                telemetry::upkeep();
             }
         })
     };
@@ -595,6 +602,7 @@ pub async fn run(config: RelayConfig) -> Result<(), RelayError> {
     }
     // Held until the relay stops (or dies): one relay per database.
     let _lock = lock::acquire(&config.db_path)?;
+    telemetry::install();
     let listener = bind(&config).await?;
     let addr = listener.local_addr().map_err(|source| RelayError::Io {
         action: "reading the address of",

@@ -249,6 +249,9 @@ pub async fn send_external(
     if sent.enrich {
         state.voice.wake();
     }
+    if !sent.duplicate {
+        metrics::counter!("gtsw_messages_stored_total", "channel" => channel.as_str()).increment(1);
+    }
     state.bridge.wake();
     Ok(SendResponse {
         ok: true,
@@ -395,6 +398,9 @@ pub async fn inbound(
         .await?;
     if sent.enrich {
         state.voice.wake();
+    }
+    if !sent.duplicate {
+        metrics::counter!("gtsw_messages_stored_total", "channel" => channel.as_str()).increment(1);
     }
     Ok(Json(InboundResponse {
         ok: true,

@@ -55,6 +55,14 @@ pub async fn run(state: AppState) {
             tokio::spawn(async move {
                 let id = item.id;
                 let end = attempt(&state, &item).await;
+                let result = match &end {
+                    OutboundEnd::Sent => "sent",
+                    OutboundEnd::Retry { .. } => "retry",
+                    OutboundEnd::Failed { .. } => "failed",
+                };
+                metrics::counter!("gtsw_bridge_tries_total", "channel" => item.channel.clone(),
+                    "result" => result)
+                .increment(1);
                 if let Err(e) = state.store.end_outbound(id, end, now_millis()).await {
                     tracing::warn!("recording an outbound try: {e}");
                 }

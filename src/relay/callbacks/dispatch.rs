@@ -297,6 +297,12 @@ async fn attempt(state: &AppState, item: OutboxItem) {
 }
 
 async fn end(state: &AppState, id: i64, end: AttemptEnd) {
+    let result = match &end {
+        AttemptEnd::Delivered { .. } => "delivered",
+        AttemptEnd::Retry { .. } => "retry",
+        AttemptEnd::Dead { .. } => "dead",
+    };
+    metrics::counter!("gtsw_callback_tries_total", "result" => result).increment(1);
     if let Err(e) = state.store.end_delivery(id, end, now_millis()).await {
         tracing::warn!("recording a callback delivery: {e}");
     }

@@ -1,0 +1,286 @@
+//! The relay as its operator runs it. `relay backup` and `relay restore`: a backup taken while
+//! senders keep writing, restored on a fresh machine (data dir) where the relay starts with the
+//! same identities, sessions, messages and files; a running relay's data is never overwritten,
+//! and one database serves one relay. `relay link`: the web app link to a private relay.
+//! `/metrics`: Prometheus text that the official parser reads, for loopback callers by default.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const WAIT_SECS: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn relay_cmd(sb: &Sandbox, data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let dir = data_dir.display().to_string();
+    let mut all = vec!["relay", "--data-dir", dir.as_str()];
+    all.extend_from_slice(args);
+    gw(sb, &all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_the_relay_writes_restores_on_a_fresh_machine() {
+    let sb = Sandbox::new();
+    let mut relay = Relay::start(&sb);
+    let api = relay.api();
+    let ana = api.login("ana@example.com", "ana", "human").await;
+    let bob = api.login("bob@example.com", "bob", "agent").await;
+    for i in 0..30 {
+        api.send(&bob, "bob", "ana", &format!("before {i}")).await;
+    }
+    let bytes = b"quarterly numbers\n".repeat(1000);
+    let (st, up) = api
+        .upload(&bob, "report.txt", bytes.clone(), Some("text/plain"))
+        .await;
+    assert_eq!(st, 200, "{up}");
+    let file_id = up["file_id"].as_str().unwrap().to_string();
+    let (st, v) = api
+        .post(
+            "/api/v1/messages",
+            Some(&bob),
+            json!({"to": "ana", "text": "the report", "attachments": [{"file_id": file_id}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+
+    // Senders keep writing while the backup runs.
+    let writer = {
+        let (api, bob) = (relay.api(), bob.clone());
+        tokio::spawn(async move {
+            for i in 0..300 {
+                api.send(&bob, "bob", "ana", &format!("during {i}")).await;
+            }
+        })
+    };
+    let dest = sb.path().join("backups/2026-12-02");
+    let out = relay_cmd(
+        &sb,
+        &relay.data_dir,
+        &["backup", dest.to_str().unwrap(), "--json"],
+    );
+    let made: Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    assert!(made["messages"].as_i64().unwrap() >= 31, "{made}");
+    assert_eq!(made["identities"], 2);
+    assert_eq!(made["upload_files"], 1);
+    assert!(dest.join("manifest.json").is_file());
+    writer.await.unwrap();
+
+    // A running relay's data is not overwritten, and a second relay cannot share it.
+    let o = relay_cmd(
+        &sb,
+        &relay.data_dir,
+        &["restore", dest.to_str().unwrap(), "--force"],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    assert!(err(&o).contains("another relay"), "{}", err(&o));
+    let o = relay_cmd(&sb, &relay.data_dir, &["--port", "0"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("another relay"), "{}", err(&o));
+    // Backing up into a directory that holds something is refused.
+    let o = relay_cmd(&sb, &relay.data_dir, &["backup", dest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    relay.terminate();
+
+    // A fresh machine: restore, start, and everything from before the backup is there.
+    let fresh = Sandbox::new();
+    let fresh_dir = fresh.path().join("relay-data");
+    ok(&relay_cmd(
+        &fresh,
+        &fresh_dir,
+        &["restore", dest.to_str().unwrap()],
+    ));
+    let restored = Relay::start(&fresh);
+    let api = restored.api();
+    // Ana's session survived the restore (history answers 200 to her token).
+    let texts = api.history_texts(&ana, "bob").await;
+    assert_eq!(texts.len() as i64, made["messages"].as_i64().unwrap());
+    assert_eq!(texts[0], "before 0");
+    assert!(texts.iter().any(|t| t == "the report"));
+    let (st, got, _) = api
+        .raw(
+            reqwest::Method::GET,
+            &format!("/api/v1/webchat/files/{file_id}"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(got.as_str().unwrap().len(), bytes.len());
+    // Sending goes on from where the backup left off.
+    api.send(&ana, "ana", "bob", "back in business").await;
+    drop(restored);
+
+    // Over existing data only with --force, which keeps the old database beside it.
+    let mut restored = Relay::start(&fresh);
+    restored.terminate();
+    let o = relay_cmd(&fresh, &fresh_dir, &["restore", dest.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "{}", err(&o));
+    ok(&relay_cmd(
+        &fresh,
+        &fresh_dir,
+        &["restore", dest.to_str().unwrap(), "--force"],
+    ));
+    let kept = std::fs::read_dir(&fresh_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("before-restore"));
+    assert!(kept, "the replaced database is kept");
+    // Not a backup: a clear refusal.
+    let o = relay_cmd(
+        &fresh,
+        &fresh_dir,
+        &["restore", sb.path().to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+}
+
+#[test]
+fn relay_link_points_the_web_app_at_a_private_relay() {
+    let sb = Sandbox::new();
+    let o = gw(
+        &sb,
+        &[
+            "relay",
+            "link",
+            "--site",
+            "https://chat.example.com/app/webchat/chat.html",
+            "--relay",
+            "https://relay.example.com/",
+        ],
+    );
+    assert_eq!(
+        ok(&o).trim(),
+        "https://chat.example.com/app/webchat/chat.html?server_url=https%3A%2F%2Frelay.example.com"
+    );
+    assert!(
+        err(&o).contains("PCHAT_CORS_ORIGINS=https://chat.example.com"),
+        "{}",
+        err(&o)
+    );
+    // The relay's own app needs no CORS setting; plain http off loopback is called out.
+    let o = gw(
+        &sb,
+        &[
+            "relay",
+            "link",
+            "--site",
+            "http://relay.lan:5110/app/webchat/chat.html",
+            "--relay",
+            "http://relay.lan:5110",
+            "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert_eq!(v["relay"], "http://relay.lan:5110");
+    assert!(v["cors_origin"].is_null(), "{v}");
+    let o = gw(
+        &sb,
+        &["relay", "link", "--site", "chat.html", "--relay", "x"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("--site"), "{}", err(&o));
+}
+
+/// The samples of a scrape, read by the official Prometheus parser.
+fn scrape(text: &str) -> Vec<Value> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(common::bridge::venv_python())
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/metrics/parse.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the scrape: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn sample(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][k] == *v))
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_messages_and_waiting_polls() {
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    let api = relay.api();
+    let ana = api.login("ana@example.com", "ana", "human").await;
+    let bob = api.login("bob@example.com", "bob", "agent").await;
+    // A long-poll waits, a send wakes it.
+    let waiter = {
+        let (api, bob) = (relay.api(), bob.clone());
+        tokio::spawn(async move { api.poll(&bob, json!({"after": "0", "wait": 20})).await })
+    };
+    let metrics = |api: Api| async move {
+        let (st, body, headers) = api
+            .raw(reqwest::Method::GET, "/metrics", None, None, None)
+            .await;
+        assert_eq!(st, 200, "{body}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain"),
+            "{headers:?}"
+        );
+        scrape(body.as_str().unwrap())
+    };
+    let waiting = wait_for(WAIT_SECS, "the long-poll counted as waiting", || {
+        let s = block_on(metrics(relay.api()));
+        (sample(&s, "gtsw_long_polls_waiting", &[]) >= 1.0).then_some(s)
+    });
+    assert!(sample(&waiting, "gtsw_login_codes_total", &[("result", "shown")]) >= 2.0);
+    for i in 0..5 {
+        api.send(&ana, "ana", "bob", &format!("m{i}")).await;
+    }
+    let woke = waiter.await.unwrap();
+    assert_eq!(woke["messages"][0]["text"], "m0");
+    let s = metrics(relay.api()).await;
+    assert_eq!(
+        sample(&s, "gtsw_messages_stored_total", &[("channel", "pchat")]),
+        5.0
+    );
+    // By route pattern and status, never by a path holding ids or tokens.
+    assert_eq!(
+        sample(
+            &s,
+            "gtsw_http_requests_total",
+            &[("route", "/api/v1/messages"), ("status", "200")]
+        ),
+        5.0
+    );
+    assert_eq!(sample(&s, "gtsw_long_polls_waiting", &[]), 0.0);
+    assert!(
+        sample(&s, "gtsw_wake_seconds_count", &[]) >= 1.0,
+        "the wake was timed"
+    );
+    assert!(
+        !s.iter().any(|x| x.to_string().contains("pct_")),
+        "no token in a label"
+    );
+
+    // Off: not served.
+    let sb = Sandbox::new();
+    let off = Relay::start_with(&sb, &[("PCHAT_METRICS", "off")]);
+    let (st, v) = off.api().get("/metrics", None).await;
+    assert_error(st, &v, 404, "not_found");
+}
