@@ -8,12 +8,22 @@ as the PhoneRelay bridge double.
 """
 import json
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 SECRET_FILE, MODE_FILE = sys.argv[1], sys.argv[2]
+# Requests are handled on threads; print() writes the text and the newline separately, so two
+# at once could share a line. One locked write per line instead.
+OUT = threading.Lock()
+
+
+def emit(obj):
+    with OUT:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
 
 
 def read(path, default=""):
@@ -44,8 +54,8 @@ class Handler(BaseHTTPRequestHandler):
             parsed = json.loads(body)
         except ValueError:
             parsed = None
-        print(json.dumps({"id": headers.get("webhook-id"), "verified": verified, "error": error,
-                          "answered": status, "body": parsed, "path": self.path}), flush=True)
+        emit({"id": headers.get("webhook-id"), "verified": verified, "error": error,
+              "answered": status, "body": parsed, "path": self.path})
         self.send_response(status)
         answer = b"ok"
         if status in (301, 302, 307, 308) and len(mode) > 1:
