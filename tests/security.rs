@@ -428,3 +428,50 @@ async fn over_long_urls_get_the_json_error_shape() {
     let (s, v) = api.get(&path, None).await;
     assert_error(s, &v, 401, "unauthorized");
 }
+
+/// Behind a trusted reverse proxy each client has its own login-code limit (read from
+/// X-Forwarded-For); without one, a client cannot dodge the limit by sending the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_counts_only_from_a_trusted_proxy() {
+    let request = |api: &Api, from: &'static str, email: &'static str| {
+        let api = api.clone();
+        async move {
+            let body = json!({"email": email, "purpose": "login"}).to_string();
+            let (st, _, _) = api
+                .with_headers(
+                    reqwest::Method::POST,
+                    "/api/v1/pchat/auth/request-code",
+                    &[
+                        ("X-Forwarded-For", from),
+                        ("Content-Type", "application/json"),
+                    ],
+                    Some(&body),
+                )
+                .await;
+            st
+        }
+    };
+    let limits = [("PCHAT_CODE_RATE_PER_IP", "2")];
+    let sb = Sandbox::new();
+    let mut env = limits.to_vec();
+    env.push(("PCHAT_TRUSTED_PROXIES", "127.0.0.0/8"));
+    let proxied = Relay::start_with(&sb, &env);
+    let api = proxied.api();
+    assert_eq!(request(&api, "203.0.113.5", "a@example.com").await, 200);
+    assert_eq!(request(&api, "203.0.113.5", "b@example.com").await, 200);
+    assert_eq!(request(&api, "203.0.113.5", "c@example.com").await, 429);
+    // Another client behind the same proxy is not locked out with the first.
+    assert_eq!(request(&api, "203.0.113.6", "d@example.com").await, 200);
+    // A client prepending its own entry is still counted as itself.
+    assert_eq!(
+        request(&api, "198.51.100.1, 203.0.113.5", "e@example.com").await,
+        429
+    );
+
+    let sb = Sandbox::new();
+    let direct = Relay::start_with(&sb, &limits);
+    let api = direct.api();
+    assert_eq!(request(&api, "203.0.113.5", "a@example.com").await, 200);
+    assert_eq!(request(&api, "203.0.113.6", "b@example.com").await, 200);
+    assert_eq!(request(&api, "203.0.113.7", "c@example.com").await, 429);
+}

@@ -1,9 +1,9 @@
 //! Login by emailed code, logout, and `me`.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
+
+use super::client_addr::ClientAddr;
 use axum::http::StatusCode;
 
 use super::AppState;
@@ -51,9 +51,9 @@ pub(crate) fn clean_name(name: Option<&str>) -> ApiResult<Option<String>> {
 async fn pressure(
     state: &AppState,
     email: &str,
-    peer: SocketAddr,
+    peer: std::net::IpAddr,
 ) -> ApiResult<(String, i64, super::store::AuthPressure)> {
-    let client = client_key(peer.ip());
+    let client = client_key(peer);
     let now = now_millis();
     let pressure = state
         .store
@@ -77,7 +77,7 @@ fn bad_email(e: String) -> ApiError {
     ))]
 pub async fn request_code(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     caller: Caller,
     JsonBody(req): JsonBody<RequestCodeRequest>,
 ) -> ApiResult<Json<RequestCodeResponse>> {
@@ -181,7 +181,7 @@ pub async fn request_code(
     ))]
 pub async fn verify_code(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
     JsonBody(req): JsonBody<VerifyCodeRequest>,
 ) -> ApiResult<Json<VerifyCodeResponse>> {
     let email = normalize_email(&req.email).map_err(bad_email)?;

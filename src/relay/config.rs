@@ -145,6 +145,9 @@ pub struct RelayConfig {
     pub voice: VoiceConfig,
     pub callbacks: CallbacksConfig,
     pub bridge: BridgeConfig,
+    /// PCHAT_TRUSTED_PROXIES: reverse proxies whose X-Forwarded-For is believed (addresses or
+    /// CIDR networks, comma-separated).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// PCHAT_METRICS: who may read `/metrics` (`loopback`, the default; `on`; `off`).
     pub metrics: super::telemetry::Exposure,
 }
@@ -492,7 +495,20 @@ impl RelayConfig {
                 });
             }
         };
+        let trusted_proxies = comma_list(get("PCHAT_TRUSTED_PROXIES"))
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        key: "PCHAT_TRUSTED_PROXIES",
+                        value: p.to_string(),
+                        why: "expected addresses or networks like 10.0.0.0/8, comma-separated"
+                            .into(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(RelayConfig {
+            trusted_proxies,
             metrics,
             bridge,
             callbacks,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bridge;
 pub mod callbacks;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod extract;
