@@ -284,3 +284,98 @@ async fn metrics_count_requests_messages_and_waiting_polls() {
     let (st, v) = off.api().get("/metrics", None).await;
     assert_error(st, &v, 404, "not_found");
 }
+
+/// The keys `src/relay/config.rs` reads (`get("KEY")`), from its source.
+fn keys_the_relay_reads() -> Vec<String> {
+    let src = include_str!("../src/relay/config.rs");
+    let mut keys: Vec<String> = src
+        .split("get(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|k| k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(str::to_string)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+#[test]
+fn the_packaged_relay_installs_by_its_readme() {
+    let sb = Sandbox::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(root.join("scripts/package_private_relay.sh"))
+        .arg(sb.path().join("dist"))
+        .env("GTSW_PACKAGE_BIN", env!("CARGO_BIN_EXE_gts-webchat"))
+        .output()
+        .unwrap();
+    let tarball = ok(&out).trim().to_string();
+    assert!(
+        tarball.ends_with("webchat-private-relay.tar.gz"),
+        "{tarball}"
+    );
+
+    // An empty directory on the target machine.
+    let target = sb.path().join("opt");
+    std::fs::create_dir_all(&target).unwrap();
+    let untar = std::process::Command::new("tar")
+        .args(["-xzf", &tarball, "-C"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let pkg = target.join("webchat-private-relay");
+    for f in [
+        "bin/gts-webchat",
+        "relay/.env.example",
+        "start_relay.sh",
+        "gts-webchat-relay.service",
+        "README.md",
+    ] {
+        assert!(pkg.join(f).is_file(), "{f} is in the package");
+    }
+    let example = std::fs::read_to_string(pkg.join("relay/.env.example")).unwrap();
+    let keys = keys_the_relay_reads();
+    assert!(keys.len() > 30, "{keys:?}");
+    for k in &keys {
+        assert!(
+            example.contains(&format!("{k}=")),
+            "relay/.env.example has no {k}"
+        );
+    }
+    assert!(example.contains("\nPCHAT_DEV_EXPOSE_CODES=false\n"));
+
+    // Started before the README's first step, it says what to do.
+    let first = std::process::Command::new(pkg.join("start_relay.sh"))
+        .output()
+        .unwrap();
+    assert_eq!(first.status.code(), Some(2));
+    assert!(err(&first).contains("copy relay/.env.example to relay/.env.local"));
+
+    // The README's steps: copy the example, start with WEBCHAT_RELAY_PORT, ask /health.
+    let readme = std::fs::read_to_string(pkg.join("README.md")).unwrap();
+    assert!(readme.contains("cp relay/.env.example relay/.env.local"));
+    assert!(readme.contains("WEBCHAT_RELAY_PORT=5110 ./start_relay.sh"));
+    std::fs::copy(pkg.join("relay/.env.example"), pkg.join("relay/.env.local")).unwrap();
+    let mut cmd = std::process::Command::new(pkg.join("start_relay.sh"));
+    cmd.current_dir(&pkg).env("WEBCHAT_RELAY_PORT", "0");
+    let relay = Background::start_cmd(cmd, Vec::<String>::new(), sb.path(), "packaged");
+    let line = relay.expect_line("relay listening on http://", WAIT_SECS);
+    let url = line
+        .trim_start_matches("relay listening on ")
+        .trim()
+        .to_string();
+    let (st, health) = block_on_current(Api::new(&url).get("/health", None));
+    assert_eq!(st, 200, "{health}");
+    assert_eq!(health["ok"], true);
+    assert!(pkg.join("data/bridge.db").is_file(), "data under ./data");
+    relay.terminate();
+}
+
+fn block_on_current<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
