@@ -379,3 +379,108 @@ fn block_on_current<F: std::future::Future>(f: F) -> F::Output {
         .unwrap()
         .block_on(f)
 }
+
+/// systemd's notify protocol, read from a socket of our own as systemd would: READY, then
+/// keep-alives at half WatchdogSec, none while the relay is hung, STOPPING at shutdown.
+#[test]
+fn the_relay_speaks_sd_notify_and_stops_its_keepalives_when_hung() {
+    use std::os::unix::net::UnixDatagram;
+    let sb = Sandbox::new();
+    let path = sb.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let recv = |limit: std::time::Duration| -> Option<String> {
+        socket.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 512];
+        socket
+            .recv(&mut buf)
+            .ok()
+            .map(|n| String::from_utf8_lossy(&buf[..n]).trim().to_string())
+    };
+    let notify = path.display().to_string();
+    let mut relay = Relay::start_with(
+        &sb,
+        &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "400000")],
+    );
+    assert_eq!(recv(WAIT_SECS).as_deref(), Some("READY=1"));
+    assert_eq!(recv(WAIT_SECS).as_deref(), Some("WATCHDOG=1"));
+    assert_eq!(recv(WAIT_SECS).as_deref(), Some("WATCHDOG=1"));
+    // Hung: not one keep-alive over three watchdog periods, so systemd would restart it.
+    signal(relay.pid(), "STOP");
+    while recv(std::time::Duration::from_millis(50)).is_some() {} // sent before the stop
+    assert_eq!(recv(std::time::Duration::from_millis(1200)), None);
+    signal(relay.pid(), "CONT");
+    assert_eq!(recv(WAIT_SECS).as_deref(), Some("WATCHDOG=1"));
+    relay.terminate();
+    let mut rest = Vec::new();
+    while let Some(m) = recv(std::time::Duration::from_millis(500)) {
+        rest.push(m);
+    }
+    assert!(rest.iter().any(|m| m == "STOPPING=1"), "{rest:?}");
+}
+
+/// `gts-webchat watchdog` restarts a relay that hangs (SIGSTOP), on the same port and data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_restarts_a_hung_relay() {
+    let sb = Sandbox::new();
+    let port = free_port().to_string();
+    let data = sb.path().join("relay-data").display().to_string();
+    let dog = Background::start(
+        &sb,
+        [
+            "watchdog",
+            "--interval",
+            "0.3",
+            "--timeout",
+            "0.5",
+            "--",
+            "--data-dir",
+            &data,
+            "--port",
+            &port,
+        ],
+        "watchdog",
+    );
+    let line = dog.expect_line("relay listening on http://", WAIT_SECS);
+    let url = line
+        .trim_start_matches("relay listening on ")
+        .trim()
+        .to_string();
+    let api = Api::new(&url);
+    let ana = api.login("ana@example.com", "ana", "human").await;
+    let bob = api.login("bob@example.com", "bob", "human").await;
+    api.send(&ana, "ana", "bob", "before the hang").await;
+    let pid_of = |text: &str, nth: usize| -> u32 {
+        text.match_indices("watchdog: relay pid ")
+            .nth(nth)
+            .and_then(|(i, m)| text[i + m.len()..].split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    };
+    let first = pid_of(&dog.stderr_text(), 0);
+    assert!(first > 0, "{}", dog.stderr_text());
+    signal(first, "STOP");
+    let second = wait_for(WAIT_SECS, "a restarted relay", || {
+        let text = dog.stderr_text();
+        let p = pid_of(&text, 1);
+        (p > 0).then_some(p)
+    });
+    assert_ne!(first, second);
+    let log = dog.stderr_text();
+    assert!(
+        log.contains("did not answer /health") && log.contains("restarting it"),
+        "{log}"
+    );
+    // Back on the same address, with the same data.
+    let texts = wait_for(WAIT_SECS, "the restarted relay answering", || {
+        block_on(async {
+            let (st, _) = api.get("/health", None).await;
+            if st == 200 {
+                Some(api.history_texts(&bob, "ana").await)
+            } else {
+                None
+            }
+        })
+    });
+    assert_eq!(texts, ["before the hang"]);
+    assert_eq!(dog.terminate().code(), Some(0));
+}

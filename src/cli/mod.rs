@@ -15,6 +15,7 @@ mod relay_cmd;
 mod relay_keys;
 mod run_host_cmd;
 mod tail_cmd;
+mod watchdog_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the relay: HTTP API, web app and embedded SQLite storage.
     Relay(relay_cmd::RelayArgs),
+    /// Run the relay and restart it when it dies or stops answering (for hosts without systemd).
+    Watchdog(watchdog_cmd::WatchdogArgs),
     /// Create or reuse an identity on a relay and print its details and GUI login URL.
     Persona(persona_cmd::PersonaArgs),
     /// Send a message as a persona.
@@ -97,6 +100,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Relay(args) => relay_cmd::run(args),
+        Command::Watchdog(args) => watchdog_cmd::run(args),
         Command::Persona(args) => client_runtime(persona_cmd::run(args)),
         Command::Send(args) => match args.task.clone() {
             Some(task) => messaging::send_via_daemon(&task, &args),

@@ -18,6 +18,7 @@ pub mod mailer;
 pub mod messages;
 pub mod origin;
 pub mod presence;
+pub mod service_manager;
 pub mod store;
 pub mod telemetry;
 pub mod voice;
@@ -623,8 +624,11 @@ pub async fn run(config: RelayConfig) -> Result<(), RelayError> {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: releasing long-polls and flushing storage");
+        service_manager::stopping();
         shutdown.cancel();
     });
+    service_manager::ready();
+    tokio::spawn(service_manager::keep_alive(state.clone()));
     serve(listener, state).await
 }
 
