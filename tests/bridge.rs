@@ -43,6 +43,11 @@ async fn keyed(
     (st, v)
 }
 
+/// `POST /api/v1/bridge/inbound`, as the bridge posts a reply.
+async fn inbound(api: &Api, key: &str, body: Value) -> (u16, Value) {
+    keyed(api, "/api/v1/bridge/inbound", key, None, body).await
+}
+
 /// `POST /api/v1/messages` with only a key.
 async fn send_keyed(api: &Api, key: &str, body: Value) -> (u16, Value) {
     keyed(api, "/api/v1/messages", key, None, body).await
@@ -128,11 +133,9 @@ async fn whatsapp_goes_out_signed_and_the_reply_comes_back_into_the_conversation
     assert_eq!((st, v["messages"].clone()), (200, json!([])), "{v}");
 
     // The reply on WhatsApp comes back through the bridge into ana's conversation.
-    let (st, reply) = keyed(
+    let (st, reply) = inbound(
         &api,
-        "/api/v1/bridge/inbound",
         key,
-        None,
         json!({"phone_id": "phone-1", "channel": "wa", "from": PHONE, "text": "got it, thanks",
                "name": "Carla", "id": "wamid.1"}),
     )
@@ -140,11 +143,9 @@ async fn whatsapp_goes_out_signed_and_the_reply_comes_back_into_the_conversation
     assert_eq!(st, 200, "{reply}");
     assert_eq!(reply["conversation"], "wa:+15551230001");
     // The bridge retrying the same message stores nothing new.
-    let (st, again) = keyed(
+    let (st, again) = inbound(
         &api,
-        "/api/v1/bridge/inbound",
         key,
-        None,
         json!({"phone_id": "phone-1", "channel": "wa", "from": PHONE, "text": "got it, thanks",
                "id": "wamid.1"}),
     )
@@ -313,20 +314,16 @@ async fn keys_are_hashed_scoped_and_revocable_and_refusals_store_nothing() {
     .await;
     assert_error(st, &v, 401, "invalid_api_key");
     // The inbound side checks the same scopes and numbers.
-    let (st, v) = keyed(
+    let (st, v) = inbound(
         &api,
-        "/api/v1/bridge/inbound",
         &key,
-        None,
         json!({"phone_id": "phone-3", "channel": "sms", "from": PHONE, "text": "x"}),
     )
     .await;
     assert_error(st, &v, 403, "phone_id_not_allowed");
-    let (st, v) = keyed(
+    let (st, v) = inbound(
         &api,
-        "/api/v1/bridge/inbound",
         &key,
-        None,
         json!({"phone_id": "phone-1", "channel": "sms", "from": "call me", "text": "x"}),
     )
     .await;
@@ -624,11 +621,9 @@ async fn the_daemon_records_a_bridge_message_with_its_channel() {
         &sb,
         &["daemon", "start", "--task", "t1", "--as", "agent-1"],
     ));
-    let (st, v) = keyed(
+    let (st, v) = inbound(
         &api,
-        "/api/v1/bridge/inbound",
         key,
-        None,
         json!({"phone_id": "phone-1", "channel": "sms", "from": PHONE, "text": "are you there?"}),
     )
     .await;
