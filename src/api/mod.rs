@@ -84,6 +84,8 @@ pub struct HealthResponse {
     pub version: String,
     /// Largest upload this relay takes, in bytes.
     pub max_upload_bytes: u64,
+    /// The storage this relay uses: `sqlite` or `postgres`.
+    pub database: String,
 }
 
 /// Accepts a cursor written as a JSON string (`"42"`) or number (`42`): the cursor is opaque

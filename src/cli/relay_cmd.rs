@@ -91,6 +91,10 @@ pub struct RelayArgs {
     /// Settings file in .env form [default: ./.env.local when present]
     #[arg(long, global = true)]
     pub env_file: Option<PathBuf>,
+    /// Storage: postgres://user@host/db (several relays may share it) or sqlite:PATH
+    /// [env: DATABASE_URL] [default: SQLite in the data dir]
+    #[arg(long, global = true)]
+    pub database: Option<String>,
 }
 
 pub fn run(args: RelayArgs) -> CliResult {
@@ -103,6 +107,7 @@ pub fn run(args: RelayArgs) -> CliResult {
         port: args.port,
         data_dir: args.data_dir,
         env_file: args.env_file,
+        database: args.database,
     };
     let env: HashMap<String, String> = std::env::vars().collect();
     let config =
@@ -110,6 +115,15 @@ pub fn run(args: RelayArgs) -> CliResult {
     match args.sub {
         Some(RelaySub::Reports { json }) => return reports(config, json),
         Some(RelaySub::Keys { sub }) => return super::relay_keys::run(config, sub),
+        Some(RelaySub::Backup { .. } | RelaySub::Restore { .. })
+            if config.postgres_url.is_some() =>
+        {
+            return Err(Failure::new(
+                exit::USAGE,
+                "relay backup and restore are for the SQLite database; back PostgreSQL up with \
+                 pg_dump or base backups",
+            ));
+        }
         Some(RelaySub::Backup { dest, json }) => {
             return super::relay_backup::backup(&config, &dest, json);
         }
@@ -124,10 +138,31 @@ pub fn run(args: RelayArgs) -> CliResult {
         .map_err(|e| Failure::new(exit::LOCAL, format!("the relay stopped: {e}")))
 }
 
-/// Opens the relay's database beside a running relay (SQLite in WAL mode allows it).
+/// Opens the relay's storage beside a running relay (SQLite in WAL mode allows it; PostgreSQL
+/// is shared anyway).
 pub(super) fn open_store(
     config: &RelayConfig,
-) -> Result<(tokio::runtime::Runtime, crate::relay::store::SqliteStore), Failure> {
+) -> Result<
+    (
+        tokio::runtime::Runtime,
+        std::sync::Arc<dyn crate::relay::store::Store>,
+    ),
+    Failure,
+> {
+    let rt = super::small_runtime()?;
+    let hub = std::sync::Arc::new(crate::relay::hub::Hub::new());
+    if let Some(url) = &config.postgres_url {
+        let store = rt
+            .block_on(crate::relay::store::PgStore::open(
+                crate::relay::store::PgOptions {
+                    url: url.clone(),
+                    pool_size: 2,
+                },
+                hub,
+            ))
+            .map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
+        return Ok((rt, std::sync::Arc::new(store)));
+    }
     if !config.db_path.exists() {
         return Err(Failure::new(
             exit::LOCAL,
@@ -137,21 +172,19 @@ pub(super) fn open_store(
             ),
         ));
     }
-    let rt = super::small_runtime()?;
     let store = crate::relay::store::SqliteStore::open(
         crate::relay::store::SqliteOptions {
             path: config.db_path.clone(),
             sync: config.sync,
             readers: 1,
         },
-        std::sync::Arc::new(crate::relay::hub::Hub::new()),
+        hub,
     )
     .map_err(|e| Failure::new(exit::LOCAL, e.to_string()))?;
-    Ok((rt, store))
+    Ok((rt, std::sync::Arc::new(store)))
 }
 
 fn reports(config: RelayConfig, json: bool) -> CliResult {
-    use crate::relay::store::Store;
     let (rt, store) = open_store(&config)?;
     let list = rt.block_on(async {
         let r = store.reports().await;

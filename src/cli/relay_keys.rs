@@ -7,7 +7,7 @@ use crate::api::{now_millis, rfc3339_from_millis};
 use crate::relay::bridge::keys::new_key;
 use crate::relay::config::RelayConfig;
 use crate::relay::extract::token_hash;
-use crate::relay::store::{ApiKeyRecord, NewApiKey, Store};
+use crate::relay::store::{ApiKeyRecord, NewApiKey};
 
 /// Longest phone id and key name.
 const MAX_FIELD_CHARS: usize = 64;
@@ -37,13 +37,13 @@ fn field(what: &str, raw: &str) -> Result<String, Failure> {
 pub fn run(config: RelayConfig, sub: KeysSub) -> CliResult {
     let (rt, store) = open_store(&config)?;
     rt.block_on(async {
-        let r = work(&store, sub).await;
+        let r = work(store.as_ref(), sub).await;
         store.close().await;
         r
     })
 }
 
-async fn work(store: &crate::relay::store::SqliteStore, sub: KeysSub) -> CliResult {
+async fn work(store: &dyn crate::relay::store::Store, sub: KeysSub) -> CliResult {
     let db = |e: crate::relay::store::StoreError| Failure::new(exit::LOCAL, e.to_string());
     match sub {
         KeysSub::Create {

@@ -37,6 +37,8 @@ pub struct RelayFlags {
     pub port: Option<u16>,
     pub data_dir: Option<PathBuf>,
     pub env_file: Option<PathBuf>,
+    /// `postgres://…` or `sqlite:PATH` (else DATABASE_URL; neither: SQLite in the data dir).
+    pub database: Option<String>,
 }
 
 /// How the relay reaches its SMTP server.
@@ -118,6 +120,8 @@ pub struct RelayConfig {
     pub port_explicit: bool,
     pub data_dir: PathBuf,
     pub db_path: PathBuf,
+    /// A PostgreSQL URL: storage shared with other relays instead of the SQLite file.
+    pub postgres_url: Option<String>,
     pub upload_dir: PathBuf,
     /// Anyone may register by email (the seed's free public relay). When off, only
     /// existing identities and PCHAT_ALLOWED_EMAILS may log in.
@@ -293,9 +297,30 @@ impl RelayConfig {
                 data_dir.join(p)
             }
         };
-        let db_path = get("BRIDGE_DB_PATH")
+        let mut db_path = get("BRIDGE_DB_PATH")
             .map(rel)
             .unwrap_or_else(|| data_dir.join("bridge.db"));
+        let mut postgres_url = None;
+        let database = flags
+            .database
+            .clone()
+            .or_else(|| get("DATABASE_URL").map(str::to_string))
+            .filter(|d| !d.trim().is_empty());
+        if let Some(d) = database {
+            let d = d.trim();
+            if d.starts_with("postgres://") || d.starts_with("postgresql://") {
+                postgres_url = Some(d.to_string());
+            } else if let Some(path) = d.strip_prefix("sqlite:") {
+                db_path = rel(path.trim_start_matches("//"));
+            } else {
+                return Err(ConfigError::Invalid {
+                    key: "DATABASE_URL",
+                    // Only the scheme: the rest may hold a password.
+                    value: d.split(':').next().unwrap_or_default().to_string(),
+                    why: "expected postgres://user@host/db or sqlite:PATH".into(),
+                });
+            }
+        }
         let upload_dir = get("PCHAT_UPLOAD_DIR")
             .map(rel)
             .unwrap_or_else(|| data_dir.join("pchat_uploads"));
@@ -520,6 +545,7 @@ impl RelayConfig {
             port_explicit,
             data_dir,
             db_path,
+            postgres_url,
             upload_dir,
             free_mode,
             allowed_emails,

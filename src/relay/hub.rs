@@ -58,6 +58,14 @@ impl Hub {
             .remove_if(&user_id, |_, bell| bell.receiver_count() == 0);
     }
 
+    /// Wakes every waiter to read the database again, forgetting what the bells had heard:
+    /// after a lost doorbell connection, commits may have gone unheard.
+    pub fn wake_all(&self) {
+        for bell in self.bells.iter() {
+            bell.send_modify(|b| *b = Bell::default());
+        }
+    }
+
     /// Drops every bell with no listener; run now and then.
     pub fn sweep(&self) {
         self.bells.retain(|_, bell| bell.receiver_count() > 0);

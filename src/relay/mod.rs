@@ -47,11 +47,13 @@ use self::config::RelayConfig;
 use self::error::ApiError;
 use self::hub::Hub;
 use self::mailer::Mailer;
-use self::store::{SessionInfo, SqliteOptions, SqliteStore, Store, StoreError};
+use self::store::{PgOptions, PgStore, SessionInfo, SqliteOptions, SqliteStore, Store, StoreError};
 use crate::api::{ErrorBody, ErrorCode, HealthResponse, now_millis};
 
 /// How long a looked-up session is trusted before it is read again.
 const SESSION_CACHE_TTL: Duration = Duration::from_secs(30);
+/// With several relays: a logout on one is refused by all others within this.
+const SHARED_SESSION_CACHE_TTL: Duration = Duration::from_millis(500);
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -89,7 +91,13 @@ impl AppState {
         let now = now_millis();
         if let Some(entry) = self.sessions.get(hash) {
             let (info, at) = entry.value();
-            if at.elapsed() < SESSION_CACHE_TTL && info.expires_at > now {
+            // Shared storage: another relay may end the session, so trust the cache briefly.
+            let ttl = if self.store.shared() {
+                SHARED_SESSION_CACHE_TTL
+            } else {
+                SESSION_CACHE_TTL
+            };
+            if at.elapsed() < ttl && info.expires_at > now {
                 return Ok(Some(info.clone()));
             }
         }
@@ -186,12 +194,27 @@ impl utoipa::Modify for SecurityAddon {
     responses((status = 200, body = HealthResponse)))]
 async fn health(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> Json<HealthResponse> {
-    Json(HealthResponse {
+) -> Result<Json<HealthResponse>, ApiError> {
+    // A database that is down or hanging makes the relay unhealthy, answered quickly.
+    let answered = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    match answered {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => {
+            return Err(StoreError::PgPool("the database did not answer within 2 s".into()).into());
+        }
+    }
+    Ok(Json(HealthResponse {
         ok: true,
         version: env!("CARGO_PKG_VERSION").to_string(),
         max_upload_bytes: state.config.max_upload_bytes,
-    })
+        database: if state.store.shared() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+        .to_string(),
+    }))
 }
 
 /// `GET /api/v1/openapi.json`: this API, generated from the handlers.
@@ -414,7 +437,7 @@ fn make_private_dir(path: &std::path::Path) -> Result<(), RelayError> {
 }
 
 /// Opens storage and builds the shared state.
-pub fn open_state(
+pub async fn open_state(
     config: RelayConfig,
     shutdown: CancellationToken,
 ) -> Result<AppState, RelayError> {
@@ -424,14 +447,26 @@ pub fn open_state(
     }
     make_private_dir(&config.upload_dir)?;
     let hub = Arc::new(Hub::new());
-    let store = SqliteStore::open(
-        SqliteOptions {
-            path: config.db_path.clone(),
-            sync: config.sync,
-            readers: 4,
-        },
-        hub.clone(),
-    )?;
+    let store: Arc<dyn Store> = match &config.postgres_url {
+        Some(url) => Arc::new(
+            PgStore::open(
+                PgOptions {
+                    url: url.clone(),
+                    pool_size: 32,
+                },
+                hub.clone(),
+            )
+            .await?,
+        ),
+        None => Arc::new(SqliteStore::open(
+            SqliteOptions {
+                path: config.db_path.clone(),
+                sync: config.sync,
+                readers: 4,
+            },
+            hub.clone(),
+        )?),
+    };
     let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
     // Called inside the runtime: the whisper helper (a supervised process) starts here.
     let voice = voice::Voice::start(config.voice.clone(), shutdown.clone());
@@ -441,7 +476,7 @@ pub fn open_state(
         voice,
         callbacks,
         bridge,
-        store: Arc::new(store),
+        store,
         hub,
         mailer,
         config,
@@ -602,8 +637,12 @@ pub async fn run(config: RelayConfig) -> Result<(), RelayError> {
     if let Some(parent) = config.db_path.parent() {
         make_private_dir(parent)?;
     }
-    // Held until the relay stops (or dies): one relay per database.
-    let _lock = lock::acquire(&config.db_path)?;
+    // Held until the relay stops (or dies): one relay per SQLite database. PostgreSQL is
+    // made to be shared by several.
+    let _lock = match config.postgres_url {
+        None => Some(lock::acquire(&config.db_path)?),
+        Some(_) => None,
+    };
     telemetry::install();
     let listener = bind(&config).await?;
     let addr = listener.local_addr().map_err(|source| RelayError::Io {
@@ -612,8 +651,11 @@ pub async fn run(config: RelayConfig) -> Result<(), RelayError> {
         source,
     })?;
     let shutdown = CancellationToken::new();
-    let state = open_state(config, shutdown.clone())?;
-    tracing::info!(db = %state.config.db_path.display(), "storage ready");
+    let state = open_state(config, shutdown.clone()).await?;
+    match &state.config.postgres_url {
+        Some(_) => tracing::info!("storage ready: PostgreSQL"),
+        None => tracing::info!(db = %state.config.db_path.display(), "storage ready"),
+    }
     // Printed (not logged) so scripts and tests can read the real port from stdout.
     println!("relay listening on http://{addr}");
     println!("web app: http://{addr}/app/webchat/chat.html");

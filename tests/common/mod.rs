@@ -34,7 +34,83 @@ const SCRUB: &[&str] = &[
     "RELAY_URL",
     "WEBCHAT_URL",
     "RUST_LOG",
+    "DATABASE_URL",
 ];
+
+/// The PostgreSQL server the PostgreSQL tests use (an admin connection to it).
+pub fn pg_admin_url() -> String {
+    std::env::var("GTSW_PG_ADMIN").unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into())
+}
+
+/// A fresh PostgreSQL database for one test, dropped (with whoever is connected) at the end.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        TestDb::create_on(&pg_admin_url())
+    }
+
+    pub fn create_on(admin: &str) -> TestDb {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "gtsw_t{}_{}_{:08x}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            rand_u32()
+        );
+        psql(admin, &format!("CREATE DATABASE {name}"));
+        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+        TestDb {
+            url: format!("{base}/{name}"),
+            name,
+            admin: admin.to_string(),
+        }
+    }
+
+    /// Runs SQL in this database (for tests that look at or break what the relay stored).
+    pub fn sql(&self, sql: &str) -> String {
+        psql(&self.url, sql)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([&self.admin, "-qAtX", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    t ^ std::process::id().rotate_left(16)
+}
+
+/// Runs SQL with psql and returns its unaligned output; panics with psql's error on failure.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql (is the postgresql-client package installed?)");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
 
 /// A private HOME and XDG tree for one test.
 pub struct Sandbox {
@@ -115,6 +191,8 @@ pub struct Relay {
     sandbox_env: Vec<(String, String)>,
     cwd: PathBuf,
     starts: u32,
+    /// Its PostgreSQL database, when the suite runs on PostgreSQL (GTSW_TEST_DATABASE).
+    pub db: Option<std::sync::Arc<TestDb>>,
 }
 
 impl Relay {
@@ -128,7 +206,23 @@ impl Relay {
 
     /// Starts the relay with exactly these extra arguments (no --port unless given).
     pub fn start_args(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Relay {
+        // The whole suite on PostgreSQL: every relay gets a fresh database on that server.
+        let db = std::env::var("GTSW_TEST_DATABASE")
+            .ok()
+            .filter(|u| u.starts_with("postgres"))
+            .map(|admin| std::sync::Arc::new(TestDb::create_on(&admin)));
+        Relay::start_on(sb, db, args, env)
+    }
+
+    /// Starts a relay on this PostgreSQL database (several relays may share one).
+    pub fn start_on(
+        sb: &Sandbox,
+        db: Option<std::sync::Arc<TestDb>>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Relay {
         let mut r = Relay {
+            db,
             child: None,
             url: String::new(),
             data_dir: sb.path().join("relay-data"),
@@ -163,6 +257,11 @@ impl Relay {
             .arg("relay")
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(
+                self.db
+                    .iter()
+                    .flat_map(|d| ["--database".to_string(), d.url.clone()]),
+            )
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

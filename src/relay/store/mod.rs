@@ -1,5 +1,7 @@
-//! Storage behind a trait, so handlers never see SQL and a PostgreSQL backend can follow.
+//! Storage behind a trait, so handlers never see SQL: SQLite embedded (the default), or
+//! PostgreSQL shared by several relays.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -9,6 +11,7 @@ use crate::api::directory::DirectoryEntry;
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
 use crate::api::messages::{Attachment, AttachmentRef, Caption, ConversationSummary, Message};
 
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{SqliteOptions, SqliteStore, SyncMode};
 
 /// An identity as stored.
@@ -260,6 +263,16 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("database error while {action}: {source}")]
+    Postgres {
+        action: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database connection pool: {0}")]
+    PgPool(String),
+    #[error("the database URL: {0}")]
+    PgConfig(String),
     #[error("the database writer has stopped")]
     WriterGone,
     #[error("committing while {action}: {message}")]
@@ -721,6 +734,16 @@ pub trait Store: Send + Sync + 'static {
         sender_id: i64,
         message_id: &str,
     ) -> StoreResult<Option<MessageStatusRow>>;
+
+    /// Whether other relays share this storage (so what one caches, another may change).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Whether the storage answers now (for /health).
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     async fn close(&self);
 }
