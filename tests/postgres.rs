@@ -91,6 +91,20 @@ async fn a_send_on_one_relay_wakes_a_long_poll_on_the_other_and_logout_reaches_b
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The database driver's statement log (with every parameter: token hashes, secrets,
+    // message text) never reaches the relay's log, even at RUST_LOG=debug.
+    for r in [&a, &b] {
+        let log = r.log_text();
+        assert!(log.contains("DEBUG"), "the relay logs at debug in tests");
+        assert!(
+            !log.contains("parameters"),
+            "statement parameters reached the log"
+        );
+        assert!(
+            !log.contains("across relays"),
+            "message text reached the log"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

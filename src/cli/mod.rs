@@ -131,9 +131,18 @@ pub fn main() -> i32 {
 }
 
 /// Logging to stderr, filtered by RUST_LOG (default: info for us, warn for the rest).
+fn quiet_database_driver() -> tracing_subscriber::filter::Directive {
+    "tokio_postgres=info"
+        .parse()
+        .expect("a constant, valid filter directive")
+}
+
 pub fn init_stderr_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        // tokio-postgres logs every statement's parameters at debug level: tokens' hashes,
+        // callback secrets, message text. Never at any RUST_LOG.
+        .add_directive(quiet_database_driver());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

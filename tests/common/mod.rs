@@ -115,6 +115,9 @@ pub fn psql(url: &str, sql: &str) -> String {
 /// A private HOME and XDG tree for one test.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database of the relay started here, for `gts-webchat relay …` commands
+    /// run in this sandbox (as DATABASE_URL).
+    database: std::sync::Mutex<Option<String>>,
 }
 
 impl Drop for Sandbox {
@@ -140,6 +143,7 @@ impl Sandbox {
                 .prefix("gtswc-")
                 .tempdir()
                 .expect("temp dir"),
+            database: std::sync::Mutex::new(None),
         }
     }
     pub fn path(&self) -> &Path {
@@ -176,6 +180,9 @@ impl Sandbox {
             c.env_remove(k);
         }
         c.envs(self.env());
+        if let Some(url) = self.database.lock().ok().and_then(|d| d.clone()) {
+            c.env("DATABASE_URL", url);
+        }
         c.current_dir(self.path());
         c
     }
@@ -221,6 +228,9 @@ impl Relay {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Relay {
+        if let (Some(d), Ok(mut slot)) = (&db, sb.database.lock()) {
+            *slot = Some(d.url.clone());
+        }
         let mut r = Relay {
             db,
             child: None,

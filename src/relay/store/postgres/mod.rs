@@ -438,7 +438,13 @@ impl Store for PgStore {
         limit: u32,
         fresh_after: i64,
     ) -> StoreResult<Vec<DirectoryEntry>> {
-        on_conn!(self, |c| identity::directory(c, query, limit, fresh_after))
+        let needle = query.trim().to_lowercase();
+        on_conn!(self, |c| identity::directory(
+            c,
+            &needle,
+            limit,
+            fresh_after
+        ))
     }
 
     async fn send(&self, msg: NewMessage) -> StoreResult<SentMessage> {
