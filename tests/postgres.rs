@@ -405,3 +405,165 @@ async fn a_long_poll_is_still_woken_after_its_relay_lost_every_database_connecti
     let v = waiter.await.expect("poll task");
     assert_eq!(texts(&v), ["still here"], "{v}");
 }
+
+/// Everything a person sees of their relay: their whole stream, conversation list and groups.
+async fn what_they_see(api: &Api, token: &str) -> Value {
+    let stream = api
+        .poll(token, json!({"after": "0", "limit": 500, "wait": 0}))
+        .await;
+    let (s, convs) = api.get("/api/v1/webchat/conversations", Some(token)).await;
+    assert_eq!(s, 200, "{convs}");
+    let (s, groups) = api.get("/api/v1/webchat/groups", Some(token)).await;
+    assert_eq!(s, 200, "{groups}");
+    json!({"stream": stream["messages"], "cursor": stream["next_cursor"],
+           "groups": groups})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_a_sqlite_relay_whole_and_refuses_a_second_time() {
+    let sb = Sandbox::new();
+    // Explicitly SQLite, whatever GTSW_TEST_DATABASE says.
+    let mut old = Relay::start_on(&sb, None, &["--port", "0"], &[]);
+    let api = old.api();
+    let alice = api.login("alice@example.com", "alice", "human").await;
+    let bob = api.login("bob@example.com", "bob", "agent").await;
+    let cy = api.login("cy@example.com", "cyd", "agent").await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(api.send(&alice, "alice", "bob", &format!("dm {i}")).await);
+    }
+    api.send(&bob, "bob", "alice", "dm back").await;
+    let (s, v) = api
+        .post(
+            "/api/v1/webchat/edit",
+            Some(&alice),
+            json!({"message_id": ids[3], "text": "dm 3, edited"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api
+        .post(
+            "/api/v1/webchat/delete",
+            Some(&alice),
+            json!({"message_id": ids[4]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api
+        .post(
+            "/api/v1/webchat/read",
+            Some(&bob),
+            json!({"message_id": ids[5]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api
+        .post(
+            "/api/v1/webchat/groups",
+            Some(&alice),
+            json!({"name": "Team", "visibility": "private", "mode": "chat"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let gid = v["group_id"].as_str().expect("group id").to_string();
+    for who in ["bob", "cyd"] {
+        let (s, v) = api
+            .post(
+                &format!("/api/v1/webchat/groups/{gid}/members"),
+                Some(&alice),
+                json!({"member_address": who}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    api.send(&cy, "cyd", &format!("group:{gid}"), "hello team")
+        .await;
+    let bytes: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let (s, up) = api
+        .upload(
+            &alice,
+            "notes.bin",
+            bytes.clone(),
+            Some("application/octet-stream"),
+        )
+        .await;
+    assert_eq!(s, 200, "{up}");
+    let file_id = up["file_id"].as_str().expect("file id").to_string();
+    api.send(&alice, "alice", "bob", &up.to_string()).await;
+
+    let mut before = Vec::new();
+    for t in [&alice, &bob, &cy] {
+        before.push(what_they_see(&api, t).await);
+    }
+
+    // With the relay still running, migrate refuses: it would lose what comes after the copy.
+    let db = Arc::new(TestDb::create());
+    let from = format!("sqlite:{}", old.data_dir.join("bridge.db").display());
+    let busy = gw(&sb, &["relay", "migrate", "--from", &from, "--to", &db.url]);
+    assert_eq!(busy.status.code(), Some(4), "{}", err(&busy));
+    assert!(err(&busy).contains("stop it first"), "{}", err(&busy));
+    assert_eq!(
+        db.sql("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'users'"),
+        "0",
+        "nothing was written"
+    );
+
+    old.terminate();
+    let out = gw(
+        &sb,
+        &[
+            "relay", "migrate", "--from", &from, "--to", &db.url, "--json",
+        ],
+    );
+    let report: Value = serde_json::from_str(ok(&out).trim()).expect("JSON report");
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(report["tables"]["users"], 3, "{report}");
+    assert_eq!(report["tables"]["messages"], 33, "{report}");
+    assert_eq!(report["tables"]["groups"], 1, "{report}");
+    assert_eq!(report["tables"]["files"], 1, "{report}");
+    assert_eq!(db.sql("SELECT COUNT(*) FROM messages"), "33");
+
+    // A relay on PostgreSQL over the same uploads: the same tokens, streams, groups and files.
+    let new = Relay::start_on(&sb, Some(db.clone()), &["--port", "0"], &[]);
+    let api = new.api();
+    for (t, was) in [&alice, &bob, &cy].into_iter().zip(&before) {
+        assert_eq!(&what_they_see(&api, t).await, was);
+    }
+    let got = reqwest::Client::new()
+        .get(format!("{}/api/v1/webchat/files/{file_id}", new.url))
+        .header("X-PChat-Session", &bob)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(got.status().as_u16(), 200);
+    assert_eq!(got.bytes().await.expect("file bytes").to_vec(), bytes);
+
+    // New writes continue every sequence: the next position, new rows, new identities.
+    let cursor = before[1]["cursor"].as_str().expect("cursor").to_string();
+    api.send(&alice, "alice", "bob", "after the move").await;
+    let v = api
+        .poll(&bob, json!({"after": cursor, "limit": 50, "wait": 5}))
+        .await;
+    assert_eq!(texts(&v), ["after the move"], "{v}");
+    let dave = api.login("dave@example.com", "dave", "human").await;
+    api.send(&dave, "dave", "alice", "new here").await;
+    let (s, v) = api
+        .post(
+            "/api/v1/webchat/groups",
+            Some(&dave),
+            json!({"name": "Second", "visibility": "public", "mode": "chat"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    drop(new);
+
+    // Into a database that holds data: refused, and nothing changes.
+    let again = gw(&sb, &["relay", "migrate", "--from", &from, "--to", &db.url]);
+    assert_eq!(again.status.code(), Some(4), "{}", err(&again));
+    assert!(
+        err(&again).contains("already holds data"),
+        "{}",
+        err(&again)
+    );
+    assert_eq!(db.sql("SELECT COUNT(*) FROM users"), "4");
+}

@@ -13,6 +13,7 @@ mod persona_cmd;
 mod relay_backup;
 mod relay_cmd;
 mod relay_keys;
+mod relay_migrate;
 mod run_host_cmd;
 mod tail_cmd;
 mod watchdog_cmd;

@@ -39,6 +39,19 @@ pub enum RelaySub {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a whole SQLite relay (identities, sessions, messages with their stream positions,
+    /// groups, files' metadata, cursors, callbacks, keys) into an empty PostgreSQL database.
+    /// Stop the relay first; uploads stay where they are (point PCHAT_UPLOAD_DIR at them).
+    Migrate {
+        /// The SQLite database: sqlite:PATH [default: the one in --data-dir]
+        #[arg(long)]
+        from: Option<String>,
+        /// The PostgreSQL database: postgres://user@host/db (must be empty)
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a backup back; refused while a relay uses the data, and over existing data
     /// without --force (which keeps the old database beside it).
     Restore {
@@ -129,6 +142,9 @@ pub fn run(args: RelayArgs) -> CliResult {
         }
         Some(RelaySub::Restore { src, force }) => {
             return super::relay_backup::restore(&config, &src, force);
+        }
+        Some(RelaySub::Migrate { from, to, json }) => {
+            return super::relay_migrate::run(&config, from.as_deref(), &to, json);
         }
         Some(RelaySub::Link { .. }) | None => {}
     }

@@ -11,8 +11,18 @@ use crate::api::directory::DirectoryEntry;
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
 use crate::api::messages::{Attachment, AttachmentRef, Caption, ConversationSummary, Message};
 
+/// The server's own message (tokio-postgres' Display says only "db error"); never the
+/// statement's parameters or the row's values (PostgreSQL puts those in `detail`).
+fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+pub use postgres::import::{ImportError, ImportReport, import_sqlite};
 pub use postgres::{PgOptions, PgStore};
-pub use sqlite::{SqliteOptions, SqliteStore, SyncMode};
+pub use sqlite::{SqliteOptions, SqliteStore, SyncMode, upgrade_file as upgrade_sqlite_file};
 
 /// An identity as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,7 +273,7 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("database error while {action}: {source}")]
+    #[error("database error while {action}: {}", pg_detail(source))]
     Postgres {
         action: &'static str,
         #[source]

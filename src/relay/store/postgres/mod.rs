@@ -37,6 +37,7 @@ mod doorbell;
 mod files;
 mod groups;
 mod identity;
+pub mod import;
 mod messages;
 mod schema;
 mod voice;

@@ -181,6 +181,23 @@ fn pragmas(sync: SyncMode) -> String {
     )
 }
 
+/// Brings an existing database to the newest schema, as starting a relay on it would (before
+/// `relay migrate` copies it elsewhere).
+pub fn upgrade_file(path: &Path) -> StoreResult<()> {
+    let path_text = path.display().to_string();
+    let mut conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|source| StoreError::Open {
+        path: path_text.clone(),
+        source,
+    })?;
+    Migrations::from_slice(MIGRATIONS)
+        .to_latest(&mut conn)
+        .map_err(|source| StoreError::Migration {
+            path: path_text,
+            source,
+        })
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating) the database and starts the writer thread.
     pub fn open(opts: SqliteOptions, hub: Arc<Hub>) -> StoreResult<SqliteStore> {
