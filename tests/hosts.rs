@@ -207,7 +207,15 @@ async fn conversation(preset: &'static str, program: &str) {
         second
             .iter()
             .any(|r| r.text.contains("answer to question 1 for one")),
-        "{preset}: the second turn did not carry the first"
+        "{preset}: the second turn did not carry the first; sessions: {}; daemon log:\n{}\nits requests:\n{}",
+        std::fs::read_to_string(task_dir(&w.sb, "one").join("host-sessions.json"))
+            .unwrap_or_default(),
+        daemon_log(&w.sb),
+        second
+            .iter()
+            .map(|r| r.text.chars().take(6000).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     );
     if preset == "codex" {
         // The resumed turn runs in the same sandbox as the first (not codex's read-only default).

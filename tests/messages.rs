@@ -731,7 +731,7 @@ async fn abuse_reports_are_kept_for_the_operator() {
         .await;
     assert_error(s, &v, 400, "invalid_request");
     let out = sb
-        .cmd()
+        .relay_cmd()
         .args(["relay", "reports", "--json", "--data-dir"])
         .arg(&relay.data_dir)
         .output()
@@ -751,7 +751,7 @@ async fn abuse_reports_are_kept_for_the_operator() {
     assert_eq!(rows[0]["message_text"], json!("buy my stuff"));
     assert_eq!(rows[1]["chat_address"], json!("spammer"));
     let out = sb
-        .cmd()
+        .relay_cmd()
         .args(["relay", "reports", "--data-dir"])
         .arg(&relay.data_dir)
         .output()

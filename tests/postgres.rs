@@ -567,3 +567,109 @@ async fn migrate_copies_a_sqlite_relay_whole_and_refuses_a_second_time() {
     );
     assert_eq!(db.sql("SELECT COUNT(*) FROM users"), "4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_send_each_bridge_message_and_callback_event_once() {
+    use common::bridge::{BridgeDouble, bridge_env, create_key, refs, start_py};
+    const N: usize = 20;
+    let (sa, sb) = (Sandbox::new(), Sandbox::new());
+    let bridge = BridgeDouble::start(&sa);
+    let mut env = bridge_env(&bridge.url);
+    env.push(("PCHAT_CALLBACKS_ALLOW_PRIVATE", "true".into()));
+    let db = Arc::new(TestDb::create());
+    let a = Relay::start_on(&sa, Some(db.clone()), &["--port", "0"], &refs(&env));
+    let b = Relay::start_on(&sb, Some(db.clone()), &["--port", "0"], &refs(&env));
+    let apis = [a.api(), b.api()];
+    let ana = apis[0].login("ana@example.com", "ana", "human").await;
+    let bob = apis[1].login("bob@example.com", "bob", "agent").await;
+    let key = create_key(&sa, &a, "ana", &["phone-1"]);
+    let key = key["key"].as_str().expect("key").to_string();
+
+    // Ana's callback: every event for her, to a receiver that checks signatures.
+    let secret_file = sa.path().join("hook.secret");
+    let mode_file = sa.path().join("hook.mode");
+    let (hook, port) = start_py(
+        &sa,
+        "tests/callbacks/receiver.py",
+        &[&secret_file, &mode_file],
+        "hook",
+    );
+    let (s, v) = apis[0]
+        .post(
+            "/api/v1/webchat/callbacks/inbound",
+            Some(&ana),
+            json!({"url": format!("http://127.0.0.1:{port}/hook")}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    std::fs::write(&secret_file, v["secret"].as_str().expect("secret")).unwrap();
+
+    let mut outbound = HashSet::new();
+    for i in 0..N {
+        let api = &apis[i % 2];
+        let auth = format!("Bearer {key}");
+        let body =
+            json!({"channel": "sms", "to": "+15551230001", "text": format!("sms {i}")}).to_string();
+        let (s, v, _) = api
+            .with_headers(
+                reqwest::Method::POST,
+                "/api/v1/messages",
+                &[
+                    ("Authorization", auth.as_str()),
+                    ("Content-Type", "application/json"),
+                ],
+                Some(&body),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        outbound.insert(v["message_id"].as_str().expect("id").to_string());
+        api.send(&bob, "bob", "ana", &format!("to ana {i}")).await;
+    }
+
+    // Each went to the bridge once, and each event to the callback once, though both relays
+    // deliver from the same outboxes.
+    let mut at_bridge = Vec::new();
+    while at_bridge.len() < N {
+        at_bridge.push(bridge.next()["id"].as_str().unwrap_or_default().to_string());
+    }
+    let mut at_hook = Vec::new();
+    while at_hook.len() < N {
+        let line: Value =
+            serde_json::from_str(&hook.expect_line("{", Duration::from_secs(30))).expect("line");
+        assert_eq!(line["verified"], true, "{line}");
+        at_hook.push(line["id"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(at_bridge.iter().cloned().collect::<HashSet<_>>(), outbound);
+    assert_eq!(
+        at_hook.iter().collect::<HashSet<_>>().len(),
+        N,
+        "{at_hook:?}"
+    );
+    let quiet = Duration::from_secs(2);
+    assert_eq!(bridge.bg.drain_lines(quiet), Vec::<String>::new());
+    assert_eq!(hook.drain_lines(quiet), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_postgresql_cannot_store_is_a_400_not_a_503() {
+    let sb = Sandbox::new();
+    let relay = Relay::start_on(&sb, Some(Arc::new(TestDb::create())), &["--port", "0"], &[]);
+    let api = relay.api();
+    let ana = api.login("ana@example.com", "ana", "human").await;
+    api.login("bob@example.com", "bob", "agent").await;
+    let (s, v) = api
+        .post(
+            "/api/v1/messages",
+            Some(&ana),
+            json!({"to": "bob", "text": "nul \u{0} here"}),
+        )
+        .await;
+    assert_error(s, &v, 400, "invalid_request");
+    let (s, v) = api
+        .get("/api/v1/webchat/directory?q=a%00b", Some(&ana))
+        .await;
+    assert_error(s, &v, 400, "invalid_request");
+    // Nothing half-stored, nothing logged as a storage failure.
+    assert!(api.history_texts(&ana, "bob").await.is_empty());
+    assert!(!relay.log_text().contains("storage failure"));
+}

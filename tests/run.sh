@@ -40,4 +40,21 @@ if [ -z "${GTSW_VOICE_DIR:-}" ]; then
         echo "tests/run.sh: the voice engines could not be installed; tests/voice.rs will skip" >&2
     export GTSW_VOICE_DIR
 fi
-exec cargo test --locked "$@"
+cargo test --locked "$@"
+# With no arguments, the whole integration suite once more with every relay on PostgreSQL
+# (GTSW_PG_ADMIN, default the machine's server), a fresh database per test relay. Skipped
+# there: what is about the SQLite file itself (its backup, the package's SQLite default, the
+# data file a relay names).
+if [ "$#" -eq 0 ]; then
+    suites=()
+    for f in tests/*.rs; do
+        name=$(basename "$f" .rs)
+        case "$name" in postgres*) ;; *) suites+=(--test "$name") ;; esac
+    done
+    echo "tests/run.sh: the integration suite again, on PostgreSQL" >&2
+    GTSW_TEST_DATABASE=${GTSW_PG_ADMIN:-postgres://root@127.0.0.1:5432/test} \
+        cargo test --locked "${suites[@]}" -- \
+        --skip a_backup_taken_while_the_relay_writes_restores_on_a_fresh_machine \
+        --skip the_packaged_relay_installs_by_its_readme \
+        --skip busy_default_port_moves_to_the_next_and_env_file_is_read
+fi

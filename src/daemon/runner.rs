@@ -54,6 +54,9 @@ pub struct RunnerView {
     pub loop_guarded: Vec<String>,
 }
 
+/// Longest a turn waits for the previous turn's replies to reach the relay.
+const REPLIES_WAIT: Duration = Duration::from_secs(10);
+
 fn now_text() -> String {
     rfc3339_from_millis(now_millis())
 }
@@ -259,6 +262,12 @@ impl Runner {
         let Some(newest) = batch.last() else {
             return true;
         };
+        // The last turn's replies first: the hook reads the conversation from the relay, and
+        // a reply still in the outbox would be missing from it (a host would answer without
+        // its own last answer).
+        if !self.replies_out(REPLIES_WAIT).await {
+            return false;
+        }
         let max = d.settings.max_attempts.max(1);
         for attempt in 1..=max {
             d.presence.send_modify(|p| p.working = true);
@@ -360,6 +369,23 @@ impl Runner {
             }
         }
         true
+    }
+
+    /// Waits until the outbox is empty, at most `limit` (a relay that is away does not hold
+    /// turns up for long: their history then comes from the inbox). False at shutdown.
+    async fn replies_out(&self, limit: Duration) -> bool {
+        let mut snapshots = self.d.journal.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if snapshots.borrow_and_update().state.outbox.is_empty() {
+                return true;
+            }
+            tokio::select! {
+                r = snapshots.changed() => if r.is_err() { return false },
+                _ = tokio::time::sleep_until(deadline) => return true,
+                _ = self.d.shutdown.cancelled() => return false,
+            }
+        }
     }
 
     async fn finish(

@@ -88,6 +88,11 @@ impl From<StoreError> for ApiError {
             StoreError::InvalidAttachment(m) => {
                 ApiError::bad_request(ErrorCode::InvalidAttachment, m)
             }
+            // PostgreSQL's text holds no NUL characters (SQLite's does): the client's input.
+            other if other.is_unstorable_text() => ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                "text must not contain NUL (\\u0000) characters; nothing was changed",
+            ),
             other => {
                 // Storage trouble is the relay's, not the client's: log it whole, answer 503
                 // so clients retry rather than give up.

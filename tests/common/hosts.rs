@@ -130,9 +130,6 @@ stream_max_retries = 0
             set("OPENAI_API_BASE", &format!("{url}/v1"));
             set("OPENAI_API_KEY", "local-test-key");
             set("LITELLM_LOCAL_MODEL_COST_MAP", "True");
-            // What aider gives a model it knows (≥128k context); one it does not know gets
-            // 1,024 tokens and its history is summarized, by the test model, from turn two.
-            set("AIDER_MAX_CHAT_HISTORY_TOKENS", "8192");
             runner_args.extend(["--model".to_string(), "openai/test-model".to_string()]);
         }
         other => panic!("no test setup for host {other}"),

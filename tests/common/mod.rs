@@ -116,8 +116,9 @@ pub fn psql(url: &str, sql: &str) -> String {
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
     /// The PostgreSQL database of the relay started here, for `gts-webchat relay …` commands
-    /// run in this sandbox (as DATABASE_URL).
-    database: std::sync::Mutex<Option<String>>,
+    /// run in this sandbox (as DATABASE_URL), and for a relay started here again (the same
+    /// data, as the same data dir on SQLite).
+    database: std::sync::Mutex<Option<std::sync::Arc<TestDb>>>,
 }
 
 impl Drop for Sandbox {
@@ -180,10 +181,16 @@ impl Sandbox {
             c.env_remove(k);
         }
         c.envs(self.env());
-        if let Some(url) = self.database.lock().ok().and_then(|d| d.clone()) {
-            c.env("DATABASE_URL", url);
-        }
         c.current_dir(self.path());
+        c
+    }
+    /// A `gts-webchat relay …` command: also given the relay's database as DATABASE_URL
+    /// (only these: every other command's environment reaches hooks and AI hosts).
+    pub fn relay_cmd(&self) -> Command {
+        let mut c = self.cmd();
+        if let Some(db) = self.database.lock().ok().and_then(|d| d.clone()) {
+            c.env("DATABASE_URL", &db.url);
+        }
         c
     }
 }
@@ -213,11 +220,15 @@ impl Relay {
 
     /// Starts the relay with exactly these extra arguments (no --port unless given).
     pub fn start_args(sb: &Sandbox, args: &[&str], env: &[(&str, &str)]) -> Relay {
-        // The whole suite on PostgreSQL: every relay gets a fresh database on that server.
+        // The whole suite on PostgreSQL: every sandbox's relay gets a fresh database on that
+        // server, kept for a relay started in the same sandbox again.
         let db = std::env::var("GTSW_TEST_DATABASE")
             .ok()
             .filter(|u| u.starts_with("postgres"))
-            .map(|admin| std::sync::Arc::new(TestDb::create_on(&admin)));
+            .map(|admin| {
+                let kept = sb.database.lock().ok().and_then(|d| d.clone());
+                kept.unwrap_or_else(|| std::sync::Arc::new(TestDb::create_on(&admin)))
+            });
         Relay::start_on(sb, db, args, env)
     }
 
@@ -229,7 +240,7 @@ impl Relay {
         env: &[(&str, &str)],
     ) -> Relay {
         if let (Some(d), Ok(mut slot)) = (&db, sb.database.lock()) {
-            *slot = Some(d.url.clone());
+            *slot = Some(d.clone());
         }
         let mut r = Relay {
             db,
@@ -843,8 +854,12 @@ pub fn events_of(poll: &Value, kind: &str) -> Vec<Value> {
 
 /// Runs `gts-webchat ARGS` in the sandbox and waits for it.
 pub fn gw(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.cmd()
-        .args(args)
+    let mut cmd = if args.first() == Some(&"relay") {
+        sb.relay_cmd()
+    } else {
+        sb.cmd()
+    };
+    cmd.args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run gts-webchat")

@@ -91,7 +91,8 @@ await run(browser, pages, ART, 'result', async () => {
   await step('messages both ways with a daemon whose hook replies (Enter sends)', async () => {
     await ana.locator(tid('composer')).fill('hello agent');
     await ana.locator(tid('composer')).press('Enter');
-    await message(ana, 'hello agent').waitFor();
+    // The echo (quoting it) may already be there too: the first is Ana's own.
+    await message(ana, 'hello agent').first().waitFor();
     await message(ana, 'echo: hello agent').waitFor(); // live, no reload
     // The hook finished, so the daemon sent a read receipt: two ticks.
     await message(ana, 'hello agent').locator(tid('ticks'), { hasText: '✓✓' }).first().waitFor();

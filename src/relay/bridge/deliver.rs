@@ -4,16 +4,19 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::api::now_millis;
 use crate::relay::AppState;
 use crate::relay::callbacks::dispatch::{backoff_ms, idle};
 use crate::relay::callbacks::sign;
-use crate::relay::store::{OutboundEnd, OutboundItem};
+use crate::relay::store::{OUTBOX_CLAIM_MS, OutboundEnd, OutboundItem};
 
 /// Tries in flight at once.
 const IN_FLIGHT: usize = 16;
+/// Longest an email try may take (bridge POSTs time out at 10 s), under OUTBOX_CLAIM_MS.
+const TRY_LIMIT_SECS: u64 = 15;
 /// Longest reason kept from a bridge's answer.
 const MAX_REASON_CHARS: usize = 300;
 
@@ -54,6 +57,20 @@ pub async fn run(state: AppState) {
             let (state, busy) = (state.clone(), busy.clone());
             tokio::spawn(async move {
                 let id = item.id;
+                let now = now_millis();
+                let claimed = state
+                    .store
+                    .claim_outbound(id, now, now + OUTBOX_CLAIM_MS)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!("claiming an outbound message: {e}");
+                        false
+                    });
+                if !claimed {
+                    // Another relay on the same database took it.
+                    busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                    return;
+                }
                 let end = attempt(&state, &item).await;
                 let result = match &end {
                     OutboundEnd::Sent => "sent",
@@ -90,7 +107,15 @@ enum Failure {
 async fn attempt(state: &AppState, item: &OutboundItem) -> OutboundEnd {
     crate::failpoints::hit("relay-bridge-before-send");
     let tried = if item.channel == "email" {
-        mail(state, item).await
+        // Bounded, so a try never outlives its claim (another relay would send it again).
+        let limit = Duration::from_secs(TRY_LIMIT_SECS);
+        tokio::time::timeout(limit, mail(state, item))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Transient(format!(
+                    "the SMTP server did not finish within {TRY_LIMIT_SECS} s"
+                )))
+            })
     } else {
         post(state, item).await
     };

@@ -16,7 +16,7 @@ use crate::api::callbacks::{CallbackEvent, CallbackEventData};
 use crate::api::messages::{EventType, Message};
 use crate::api::{now_millis, rfc3339_from_millis};
 use crate::relay::AppState;
-use crate::relay::store::{AttemptEnd, CallbackRecord, OutboxItem, QueuedEvent};
+use crate::relay::store::{AttemptEnd, CallbackRecord, OUTBOX_CLAIM_MS, OutboxItem, QueuedEvent};
 
 /// Deliveries in flight at once, over all callbacks, and per callback (so one slow receiver
 /// cannot take every slot).
@@ -191,7 +191,17 @@ pub async fn deliver(state: AppState) {
             let (state, busy) = (state.clone(), busy.clone());
             tokio::spawn(async move {
                 let (id, cb) = (item.id, item.callback_id);
-                attempt(&state, item).await;
+                let now = now_millis();
+                match state
+                    .store
+                    .claim_delivery(id, now, now + OUTBOX_CLAIM_MS)
+                    .await
+                {
+                    Ok(true) => attempt(&state, item).await,
+                    // Another relay on the same database took it.
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("claiming a callback delivery: {e}"),
+                }
                 {
                     let mut b = busy.lock().unwrap_or_else(|p| p.into_inner());
                     b.ids.remove(&id);

@@ -11,6 +11,27 @@ use crate::api::directory::DirectoryEntry;
 use crate::api::groups::{GroupInfo, JoinRequest, Member};
 use crate::api::messages::{Attachment, AttachmentRef, Caption, ConversationSummary, Message};
 
+impl StoreError {
+    /// Text the database cannot hold (PostgreSQL: a NUL character), which is the client's
+    /// input at fault rather than the storage.
+    pub fn is_unstorable_text(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            StoreError::Postgres { source, .. } => source.code().is_some_and(|c| {
+                *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                    || *c == SqlState::UNTRANSLATABLE_CHARACTER
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// How long a claim on a voice job lasts on shared storage; its worker renews it at a third.
+pub const VOICE_LEASE_MS: i64 = 30_000;
+/// How long a claim on one outbox try lasts on shared storage (tries end within 15 s); a
+/// relay dying mid-try leaves it to another relay, or to itself restarted, after this.
+pub const OUTBOX_CLAIM_MS: i64 = 20_000;
+
 /// The server's own message (tokio-postgres' Display says only "db error"); never the
 /// statement's parameters or the row's values (PostgreSQL puts those in `detail`).
 fn pg_detail(e: &tokio_postgres::Error) -> String {
@@ -617,8 +638,14 @@ pub trait Store: Send + Sync + 'static {
     async fn end_voice_job(&self, id: i64, end: VoiceJobEnd) -> StoreResult<()>;
     /// Jobs waiting (pending or running).
     async fn voice_backlog(&self) -> StoreResult<u64>;
-    /// Jobs a crash left running go back to pending (called at start).
+    /// Jobs a crash left running go back to pending (called at start). Shared storage takes
+    /// back only jobs whose lease ran out (the rest are other relays' work in progress).
     async fn requeue_running_voice_jobs(&self) -> StoreResult<u64>;
+    /// Keeps a running job claimed until `until` (shared storage: a job whose claim lapses,
+    /// because its relay died, is claimed again by another).
+    async fn renew_voice_job(&self, _id: i64, _until: i64) -> StoreResult<()> {
+        Ok(())
+    }
     async fn voice_context(&self, message_rowid: i64) -> StoreResult<Option<VoiceContext>>;
     /// Records a voice clip's transcript and language on the message (the caption everyone
     /// sees in history until they get their own).
@@ -709,6 +736,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Pending deliveries of enabled callbacks due by `now`, oldest first.
     async fn due_deliveries(&self, now: i64, limit: u32) -> StoreResult<Vec<OutboxItem>>;
+    /// Takes a due delivery for one try until `until`; false when another relay took it
+    /// first. One relay's own bookkeeping is enough when the storage is not shared.
+    async fn claim_delivery(&self, _outbox_id: i64, _now: i64, _until: i64) -> StoreResult<bool> {
+        Ok(true)
+    }
     /// The next time a pending delivery comes due, if any.
     async fn next_delivery_due(&self) -> StoreResult<Option<i64>>;
     async fn end_delivery(&self, outbox_id: i64, end: AttemptEnd, now: i64) -> StoreResult<()>;
@@ -737,6 +769,10 @@ pub trait Store: Send + Sync + 'static {
     async fn receive_inbound(&self, msg: NewMessage, from: ContactRef) -> StoreResult<SentMessage>;
     async fn due_outbound(&self, now: i64, limit: u32) -> StoreResult<Vec<OutboundItem>>;
     async fn next_outbound_due(&self) -> StoreResult<Option<i64>>;
+    /// As `claim_delivery`, for a bridge message.
+    async fn claim_outbound(&self, _id: i64, _now: i64, _until: i64) -> StoreResult<bool> {
+        Ok(true)
+    }
     async fn end_outbound(&self, id: i64, end: OutboundEnd, now: i64) -> StoreResult<()>;
     /// A message `sender_id` sent, or None.
     async fn message_status(

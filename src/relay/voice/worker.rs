@@ -13,7 +13,7 @@ use super::languages;
 use crate::api::messages::{Attachment, Caption};
 use crate::api::now_millis;
 use crate::relay::AppState;
-use crate::relay::store::{VoiceContext, VoiceJob, VoiceJobEnd};
+use crate::relay::store::{VOICE_LEASE_MS, VoiceContext, VoiceJob, VoiceJobEnd};
 
 /// Tries of one job before its captions say why it failed.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -45,7 +45,7 @@ async fn lane(state: AppState, voice: bool) {
         match state.store.next_voice_job(voice, now_millis()).await {
             Ok(Some(job)) => {
                 crate::failpoints::hit("relay-voice-job-claimed");
-                let end = process(&state, &job).await;
+                let end = with_lease(&state, job.id, process(&state, &job)).await;
                 if let Err(e) = state.store.end_voice_job(job.id, end).await {
                     tracing::warn!("cannot record a voice job's end: {e}");
                 }
@@ -59,6 +59,30 @@ async fn lane(state: AppState, voice: bool) {
             _ = rung => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = state.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Runs a job, renewing its claim meanwhile where other relays could otherwise take it over.
+async fn with_lease<F: std::future::Future<Output = VoiceJobEnd>>(
+    state: &AppState,
+    id: i64,
+    work: F,
+) -> VoiceJobEnd {
+    if !state.store.shared() {
+        return work.await;
+    }
+    tokio::pin!(work);
+    let every = Duration::from_millis((VOICE_LEASE_MS / 3) as u64);
+    loop {
+        tokio::select! {
+            end = &mut work => return end,
+            _ = tokio::time::sleep(every) => {
+                let until = now_millis() + VOICE_LEASE_MS;
+                if let Err(e) = state.store.renew_voice_job(id, until).await {
+                    tracing::warn!("cannot renew a voice job's claim: {e}");
+                }
+            }
         }
     }
 }

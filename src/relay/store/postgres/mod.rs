@@ -114,6 +114,34 @@ pub(super) async fn execute(
     c.execute(&st, params).await.map_err(pg(action))
 }
 
+/// The two outboxes relays deliver from.
+enum Outbox {
+    Callbacks,
+    Bridge,
+}
+
+/// Pushes a due outbox row's next try past `until`, if no relay did since it was read: one
+/// relay's try at a time, and a relay dying mid-try leaves it to the others after `until`.
+async fn claim_due(
+    c: &impl GenericClient,
+    outbox: Outbox,
+    id: i64,
+    now: i64,
+    until: i64,
+) -> StoreResult<bool> {
+    let sql = match outbox {
+        Outbox::Callbacks => {
+            "UPDATE callback_outbox SET not_before = $1
+             WHERE id = $2 AND state = 'pending' AND not_before <= $3"
+        }
+        Outbox::Bridge => {
+            "UPDATE bridge_outbox SET not_before = $1
+             WHERE id = $2 AND state = 'queued' AND not_before <= $3"
+        }
+    };
+    Ok(execute(c, "claiming an outbox try", sql, &[&until, &id, &now]).await? == 1)
+}
+
 pub(super) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::fill(&mut buf[..]);
@@ -538,11 +566,16 @@ impl Store for PgStore {
     }
 
     async fn requeue_running_voice_jobs(&self) -> StoreResult<u64> {
+        let now = crate::api::now_millis();
         in_tx!(
             self,
             "requeueing voice jobs",
-            |c, p| voice::requeue_running(c)
+            |c, p| voice::requeue_running(c, now)
         )
+    }
+
+    async fn renew_voice_job(&self, id: i64, until: i64) -> StoreResult<()> {
+        on_conn!(self, |c| voice::renew(c, id, until))
     }
 
     async fn voice_context(&self, message_rowid: i64) -> StoreResult<Option<VoiceContext>> {
@@ -724,6 +757,16 @@ impl Store for PgStore {
         on_conn!(self, |c| callbacks::due(c, now, limit))
     }
 
+    async fn claim_delivery(&self, outbox_id: i64, now: i64, until: i64) -> StoreResult<bool> {
+        on_conn!(self, |c| claim_due(
+            c,
+            Outbox::Callbacks,
+            outbox_id,
+            now,
+            until
+        ))
+    }
+
     async fn next_delivery_due(&self) -> StoreResult<Option<i64>> {
         on_conn!(self, |c| callbacks::next_due(c))
     }
@@ -785,6 +828,10 @@ impl Store for PgStore {
 
     async fn due_outbound(&self, now: i64, limit: u32) -> StoreResult<Vec<OutboundItem>> {
         on_conn!(self, |c| bridge::due(c, now, limit))
+    }
+
+    async fn claim_outbound(&self, id: i64, now: i64, until: i64) -> StoreResult<bool> {
+        on_conn!(self, |c| claim_due(c, Outbox::Bridge, id, now, until))
     }
 
     async fn next_outbound_due(&self) -> StoreResult<Option<i64>> {

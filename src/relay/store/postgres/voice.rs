@@ -5,7 +5,9 @@ use deadpool_postgres::GenericClient;
 
 use super::{Pending, RowExt, execute, query, query_one, query_opt};
 use crate::api::messages::{Attachment, Caption};
-use crate::relay::store::{LanguagePrefs, StoreResult, VoiceContext, VoiceJob, VoiceJobEnd};
+use crate::relay::store::{
+    LanguagePrefs, StoreResult, VOICE_LEASE_MS, VoiceContext, VoiceJob, VoiceJobEnd,
+};
 
 pub(super) async fn language_prefs(
     c: &impl GenericClient,
@@ -92,12 +94,13 @@ pub(super) async fn next_job(
     query_opt(
         c,
         "claiming a voice job",
-        "UPDATE voice_jobs SET state = 'running', attempts = attempts + 1
+        // A running job whose lease lapsed lost its relay: it is taken like a pending one.
+        "UPDATE voice_jobs SET state = 'running', attempts = attempts + 1, not_before = $3
          WHERE id = (SELECT id FROM voice_jobs
-                     WHERE voice = $2 AND state = 'pending' AND not_before <= $1
+                     WHERE voice = $2 AND state IN ('pending', 'running') AND not_before <= $1
                      ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
          RETURNING id, message_id, attempts",
-        &[&now, &voice],
+        &[&now, &voice, &(now + VOICE_LEASE_MS)],
     )
     .await?
     .map(|r| {
@@ -155,15 +158,26 @@ pub(super) async fn shed(c: &impl GenericClient, keep: u64) -> StoreResult<Vec<i
 }
 
 /// Jobs left running go back to pending. With several relays on one database a running job
-/// may be another relay's, so only jobs running for longer than any job takes are taken back.
-pub(super) async fn requeue_running(c: &impl GenericClient) -> StoreResult<u64> {
+/// may be another relay's: only those whose lease lapsed (their relay stopped renewing).
+pub(super) async fn requeue_running(c: &impl GenericClient, now: i64) -> StoreResult<u64> {
     execute(
         c,
         "requeueing voice jobs",
-        "UPDATE voice_jobs SET state = 'pending' WHERE state = 'running'",
-        &[],
+        "UPDATE voice_jobs SET state = 'pending' WHERE state = 'running' AND not_before <= $1",
+        &[&now],
     )
     .await
+}
+
+pub(super) async fn renew(c: &impl GenericClient, id: i64, until: i64) -> StoreResult<()> {
+    execute(
+        c,
+        "renewing a voice job",
+        "UPDATE voice_jobs SET not_before = $1 WHERE id = $2 AND state = 'running'",
+        &[&until, &id],
+    )
+    .await
+    .map(drop)
 }
 
 pub(super) async fn context(
