@@ -2,9 +2,11 @@
 //! logins, process readings (RSS, CPU), statistics and the JSON results.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gts_webchat::api::auth::{RequestCodeRequest, VerifyCodeRequest};
 use gts_webchat::api::messages::{PollRequest, SendRequest};
@@ -65,10 +67,16 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(env: &Env, extra: &[(&str, &str)]) -> Relay {
+        Relay::start_args(env, &[], extra)
+    }
+
+    /// With extra arguments (e.g. `--database postgres://…`).
+    pub fn start_args(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> Relay {
         let mut child = env
             .cmd()
             .args(["relay", "--port", "0", "--data-dir"])
             .arg(env.path().join("relay"))
+            .args(args)
             .env("PCHAT_CODE_RATE_PER_IP", "0")
             .env("PCHAT_CODE_RATE_PER_EMAIL", "0")
             .env("RUST_LOG", "warn")
@@ -305,4 +313,106 @@ pub fn machine() -> serde_json::Value {
         .and_then(|s| s.lines().next().map(str::to_string))
         .unwrap_or_default();
     json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu, "memory": mem})
+}
+
+// ---------------------------------------------------------------- lean load
+
+/// One lean HTTP/1 connection per sender (hyper, no pool): the load generator shares the two
+/// cores with the relay, so it must cost as little as it can. A 2xx answer is the ack.
+pub async fn lean_sender(
+    addr: String,
+    token: String,
+    from: String,
+    to: String,
+    deadline: Instant,
+) -> (Vec<Duration>, u64) {
+    use http_body_util::BodyExt;
+    let host = addr.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let _ = stream.set_nodelay(true);
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let (mut lat, mut errors, mut k) = (Vec::new(), 0u64, 0u64);
+    while Instant::now() < deadline {
+        let body = format!(r#"{{"source":"{from}","to":"{to}","text":"m{k}"}}"#);
+        k += 1;
+        let req = hyper::Request::post("/api/v1/messages")
+            .header("host", &host)
+            .header("x-pchat-session", &token)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .expect("request");
+        let t = Instant::now();
+        match tx.send_request(req).await {
+            Ok(resp) => {
+                let ok = resp.status().is_success();
+                let _ = resp.into_body().collect().await;
+                if ok {
+                    lat.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    (lat, errors)
+}
+
+/// A long-poll loop on one plain HTTP/1 connection, recording arrival times by message id.
+pub async fn lean_poller(
+    host: String,
+    token: String,
+    arrivals: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+) {
+    use http_body_util::BodyExt;
+    #[derive(serde::Deserialize)]
+    struct Lite {
+        message_id: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        messages: Vec<Lite>,
+        next_cursor: String,
+    }
+    let Ok(stream) = tokio::net::TcpStream::connect(&host).await else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let Ok((mut tx, conn)) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+    else {
+        return;
+    };
+    tokio::spawn(conn);
+    let mut cursor = "0".to_string();
+    loop {
+        let body = format!(r#"{{"after":"{cursor}","wait":60,"limit":500}}"#);
+        let Ok(req) = hyper::Request::post("/api/v1/webchat/poll")
+            .header("host", &host)
+            .header("x-pchat-session", &token)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        else {
+            return;
+        };
+        let Ok(resp) = tx.send_request(req).await else {
+            return;
+        };
+        let Ok(bytes) = resp.into_body().collect().await.map(|b| b.to_bytes()) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Ok(a) = serde_json::from_slice::<Answer>(&bytes) {
+            let mut arr = arrivals.lock().unwrap();
+            for m in a.messages {
+                arr.entry(m.message_id).or_default().push(now);
+            }
+            cursor = a.next_cursor;
+        }
+    }
 }
