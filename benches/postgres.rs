@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gts_webchat::api::Kind;
-use gts_webchat::client::RelayClient;
 use serde_json::json;
 
 #[path = "common/mod.rs"]
@@ -101,60 +100,19 @@ async fn throughput(label: &str, relays: &[&Relay]) -> serde_json::Value {
     // Fresh identities each time, so each receiver's stream head counts this run only.
     static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut pairs: Vec<(RelayClient, RelayClient, usize)> = Vec::new();
-    for i in 0..SENDERS {
-        let url = &relays[i % relays.len()].url;
-        let s = login(
-            url,
-            &format!("s{i}.{run}@example.com"),
-            &format!("sender-{run}-{i:02}"),
-            Kind::Agent,
-        )
-        .await;
-        let r = login(
-            url,
-            &format!("r{i}.{run}@example.com"),
-            &format!("recv-{run}-{i:02}"),
-            Kind::Agent,
-        )
-        .await;
-        pairs.push((s, r, i));
-    }
+    let urls: Vec<String> = relays.iter().map(|r| r.url.clone()).collect();
+    let pairs = sign_in_pairs(&urls, SENDERS, &format!("{run}-")).await;
     let deadline = Instant::now() + Duration::from_secs(SECS);
     let start = Instant::now();
     let relay_cpu0: u64 = relays.iter().map(|r| cpu_ticks(r.pid())).sum();
     let (busy0, _) = machine_ticks();
-    let mut tasks = Vec::new();
-    for (s, _, i) in &pairs {
-        tasks.push(tokio::spawn(lean_sender(
-            relays[i % relays.len()].url.clone(),
-            s.token().unwrap_or_default().to_string(),
-            format!("sender-{run}-{i:02}"),
-            format!("recv-{run}-{i:02}"),
-            deadline,
-        )));
-    }
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await.expect("sender");
-        all.extend(l);
-        errors += e;
-    }
+    let (all, errors) = send_until(&pairs, deadline).await;
     let elapsed = start.elapsed().as_secs_f64();
     let relay_cpu = (relays.iter().map(|r| cpu_ticks(r.pid())).sum::<u64>() - relay_cpu0) as f64
         / ticks_per_sec();
     let machine_cpu = (machine_ticks().0 - busy0) as f64 / ticks_per_sec();
     let acked = all.len();
-    let mut stored = 0u64;
-    for (_, r, _) in &pairs {
-        stored += r
-            .me()
-            .await
-            .expect("me")
-            .stream_head
-            .parse::<u64>()
-            .unwrap_or(0);
-    }
+    let stored = stored_total(&pairs).await;
     let rate = acked as f64 / elapsed;
     let us = |s: f64| s * 1e6 / acked.max(1) as f64;
     let s = stats(all);

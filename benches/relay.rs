@@ -201,46 +201,13 @@ async fn bench_wake(n: usize) -> serde_json::Value {
 async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
     let env = Env::new();
     let relay = Relay::start(&env, &[]);
-    let mut pairs = Vec::new();
-    for i in 0..senders {
-        let s = login(
-            &relay.url,
-            &format!("s{i}@example.com"),
-            &format!("sender-{i:02}"),
-            Kind::Agent,
-        )
-        .await;
-        let r = login(
-            &relay.url,
-            &format!("r{i}@example.com"),
-            &format!("recv-{i:02}"),
-            Kind::Agent,
-        )
-        .await;
-        pairs.push((s, r, i));
-    }
+    let pairs = sign_in_pairs(std::slice::from_ref(&relay.url), senders, "").await;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let cpu0 = cpu_ticks(relay.pid());
     let writer0 = thread_cpu_ticks(relay.pid(), "sqlite-writer");
     let own0 = cpu_ticks(std::process::id());
-    let mut tasks = Vec::new();
-    for (s, _, i) in &pairs {
-        tasks.push(tokio::spawn(lean_sender(
-            relay.url.clone(),
-            s.token().unwrap_or_default().to_string(),
-            format!("sender-{i:02}"),
-            format!("recv-{i:02}"),
-            deadline,
-        )));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await.expect("sender");
-        all.extend(l);
-        errors += e;
-    }
+    let (all, errors) = send_until(&pairs, deadline).await;
     let elapsed = start.elapsed().as_secs_f64();
     let relay_cpu_s = (cpu_ticks(relay.pid()) - cpu0) as f64 / ticks_per_sec();
     let writer_cpu_s =
@@ -248,16 +215,7 @@ async fn bench_throughput(senders: usize, secs: u64) -> serde_json::Value {
     let own_cpu_s = (cpu_ticks(std::process::id()) - own0) as f64 / ticks_per_sec();
     let acked = all.len();
     // Every acknowledged message is in a receiver's stream.
-    let mut stored = 0u64;
-    for (_, r, _) in &pairs {
-        stored += r
-            .me()
-            .await
-            .expect("me")
-            .stream_head
-            .parse::<u64>()
-            .unwrap_or(0);
-    }
+    let stored = stored_total(&pairs).await;
     let rate = acked as f64 / elapsed;
     header(&format!(
         "throughput ({senders} concurrent senders, {secs} s, fsync per commit)"

@@ -416,3 +416,70 @@ pub async fn lean_poller(
         }
     }
 }
+
+/// One sender and its own receiver, signed in on `url`.
+pub struct Pair {
+    pub url: String,
+    pub sender: RelayClient,
+    pub receiver: RelayClient,
+    pub from: String,
+    pub to: String,
+}
+
+/// `n` sender/receiver pairs spread over `urls`; `tag` keeps each call's identities apart.
+pub async fn sign_in_pairs(urls: &[String], n: usize, tag: &str) -> Vec<Pair> {
+    let mut pairs = Vec::with_capacity(n);
+    for i in 0..n {
+        let url = urls[i % urls.len()].clone();
+        let (from, to) = (format!("sender-{tag}{i:02}"), format!("recv-{tag}{i:02}"));
+        let sender = login(&url, &format!("s{tag}{i}@example.com"), &from, Kind::Agent).await;
+        let receiver = login(&url, &format!("r{tag}{i}@example.com"), &to, Kind::Agent).await;
+        pairs.push(Pair {
+            url,
+            sender,
+            receiver,
+            from,
+            to,
+        });
+    }
+    pairs
+}
+
+/// Every pair sends as fast as acks come until `deadline`: the latencies and the errors.
+pub async fn send_until(pairs: &[Pair], deadline: Instant) -> (Vec<Duration>, u64) {
+    let tasks: Vec<_> = pairs
+        .iter()
+        .map(|p| {
+            tokio::spawn(lean_sender(
+                p.url.clone(),
+                p.sender.token().unwrap_or_default().to_string(),
+                p.from.clone(),
+                p.to.clone(),
+                deadline,
+            ))
+        })
+        .collect();
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.expect("sender");
+        all.extend(l);
+        errors += e;
+    }
+    (all, errors)
+}
+
+/// How many messages the receivers' streams hold (each receiver is fresh).
+pub async fn stored_total(pairs: &[Pair]) -> u64 {
+    let mut stored = 0;
+    for p in pairs {
+        stored += p
+            .receiver
+            .me()
+            .await
+            .expect("me")
+            .stream_head
+            .parse::<u64>()
+            .unwrap_or(0);
+    }
+    stored
+}
