@@ -1237,3 +1237,89 @@ async fn another_users_token_is_refused_everywhere() {
         assert!(!log.contains(t.trim_start_matches("pct_")));
     }
 }
+
+/// Sends that arrive together are stored together (the PostgreSQL backend batches them into
+/// one transaction, SQLite's writer commits them together): each still gets its own answer,
+/// an unknown recipient fails only its own send, and a client id sent twice stores once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_arriving_together_each_get_their_own_answer() {
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    let api = relay.api();
+    let ana = api.login("ana@example.com", "ana", "human").await;
+    let cy = api.login("cyd@example.com", "cyd", "agent").await;
+    let bob = api.login("bob@example.com", "bob", "agent").await;
+    const N: usize = 120;
+    let sends = (0..N).map(|i| {
+        let (api, token, from) = if i % 2 == 0 {
+            (api.clone(), ana.clone(), "ana")
+        } else {
+            (api.clone(), cy.clone(), "cyd")
+        };
+        async move {
+            let to = if i % 10 == 7 { "nobody-here" } else { "bob" };
+            // Sends 20 and 22 (both ana's) carry the same client id.
+            let client = if i == 20 || i == 22 {
+                "same-retry".to_string()
+            } else {
+                format!("c{i}")
+            };
+            let body = json!({"phone_id": "pchat_free_phone", "channel": "pchat", "source": from,
+                              "to": to, "text": format!("m{i}"), "client_message_id": client});
+            (i, api.post("/api/v1/messages", Some(&token), body).await)
+        }
+    });
+    let answers = futures::future::join_all(sends).await;
+    let mut stored = Vec::new();
+    let mut same_retry = Vec::new();
+    for (i, (s, v)) in answers {
+        if i % 10 == 7 {
+            assert_error(s, &v, 404, "unknown_recipient");
+            continue;
+        }
+        assert_eq!(s, 200, "send {i}: {v}");
+        let id = v["message_id"].as_str().expect("message id").to_string();
+        if i == 20 || i == 22 {
+            same_retry.push((id, v["duplicate"].as_bool().unwrap_or(false)));
+        } else {
+            assert_ne!(v["duplicate"], json!(true), "send {i}: {v}");
+            stored.push(id);
+        }
+    }
+    assert_eq!(same_retry.len(), 2);
+    assert_eq!(
+        same_retry[0].0, same_retry[1].0,
+        "one message for one client id"
+    );
+    assert_eq!(
+        same_retry.iter().filter(|(_, dup)| *dup).count(),
+        1,
+        "{same_retry:?}"
+    );
+    stored.push(same_retry[0].0.clone());
+    let v = api.poll(&bob, json!({"after": "0", "limit": 500})).await;
+    let got: Vec<String> = events_of(&v, "message")
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let mut want = stored.clone();
+    want.sort();
+    let mut seen = got.clone();
+    seen.sort();
+    assert_eq!(seen, want, "bob has every stored message exactly once");
+    let cursors: Vec<u64> = v["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            m["cursor"]
+                .as_str()
+                .unwrap_or("0")
+                .parse()
+                .expect("a cursor")
+        })
+        .collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{cursors:?}");
+    // Ana's 60 sends to bob, two of them one message.
+    assert_eq!(api.history_texts(&ana, "bob").await.len(), 59);
+}

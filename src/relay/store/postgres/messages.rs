@@ -69,6 +69,53 @@ async fn sent_before(
     .transpose()
 }
 
+/// The event receivers get for a message just stored; `from`: the sender's address, name
+/// and kind.
+pub(super) fn new_event(
+    msg: &NewMessage,
+    from: (String, String, Kind),
+    to: String,
+    group_id: Option<String>,
+    attachments: Vec<Attachment>,
+) -> Arc<Message> {
+    let (from, from_name, from_kind) = from;
+    let channel = crate::api::bridge::channel_of(&to)
+        .or_else(|| crate::api::bridge::channel_of(&from))
+        .map(str::to_string);
+    Arc::new(Message {
+        cursor: String::new(),
+        event_type: EventType::Message,
+        message_id: msg.public_id.clone(),
+        from,
+        from_name,
+        from_kind,
+        to,
+        text: msg.text.clone(),
+        created_at: rfc3339_from_millis(msg.created_at),
+        reply_to: msg.reply_to.clone(),
+        group_id,
+        attachments,
+        edited_at: None,
+        deleted: false,
+        read: false,
+        caption: None,
+        channel,
+    })
+}
+
+/// The message a send whose client id was stored before returns (it stores nothing).
+pub(super) async fn first_send(
+    c: &impl GenericClient,
+    msg: &NewMessage,
+) -> StoreResult<SentMessage> {
+    let client_id = msg.client_id.as_deref().unwrap_or_default();
+    sent_before(c, msg.sender_id, client_id)
+        .await?
+        .ok_or_else(|| {
+            StoreError::Conflict("a send with this client id is still being stored".into())
+        })
+}
+
 /// The key of a direct conversation, the same from either side.
 pub(super) fn dm_conv(a: i64, b: i64) -> i64 {
     (a.min(b) << 32) | a.max(b)
@@ -215,28 +262,8 @@ pub(super) async fn send(
     .await?;
     let (from, from_name, from_kind): (String, String, String) =
         (sender.at(0)?, sender.at(1)?, sender.at(2)?);
-    let channel = crate::api::bridge::channel_of(&to_target)
-        .or_else(|| crate::api::bridge::channel_of(&from))
-        .map(str::to_string);
-    let event = Arc::new(Message {
-        cursor: String::new(),
-        event_type: EventType::Message,
-        message_id: msg.public_id.clone(),
-        from,
-        from_name,
-        from_kind: Kind::parse(&from_kind).unwrap_or_default(),
-        to: to_target.clone(),
-        text: msg.text.clone(),
-        created_at: rfc3339_from_millis(msg.created_at),
-        reply_to: msg.reply_to.clone(),
-        group_id: group_id.clone(),
-        attachments: attachments.clone(),
-        edited_at: None,
-        deleted: false,
-        read: false,
-        caption: None,
-        channel,
-    });
+    let from = (from, from_name, Kind::parse(&from_kind).unwrap_or_default());
+    let event = new_event(msg, from, to_target.clone(), group_id, attachments);
     for user_id in &recipients {
         p.deliver(*user_id, rowid, None, Some(event.clone()));
     }

@@ -51,8 +51,8 @@ pub struct PgOptions {
 }
 
 pub struct PgStore {
-    pool: Pool,
-    hub: Arc<Hub>,
+    conns: Conns,
+    batcher: batch::Batcher,
     stop: CancellationToken,
     doorbell: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -292,38 +292,17 @@ macro_rules! in_tx {
     }};
 }
 
-impl PgStore {
-    /// Connects, migrates (under an advisory lock, so relays starting together do not race)
-    /// and starts listening for other relays' wake-ups.
-    pub async fn open(opts: PgOptions, hub: Arc<Hub>) -> StoreResult<PgStore> {
-        let config = schema::config(&opts.url)?;
-        schema::migrate(&config).await?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(opts.pool_size.max(2))
-            // A database that is down answers 503 in seconds rather than hanging requests.
-            .wait_timeout(Some(Duration::from_secs(3)))
-            .create_timeout(Some(Duration::from_secs(3)))
-            .recycle_timeout(Some(Duration::from_secs(3)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::PgPool(e.to_string()))?;
-        let stop = CancellationToken::new();
-        let listener = tokio::spawn(doorbell::listen(config, hub.clone(), stop.clone()));
-        Ok(PgStore {
-            pool,
-            hub,
-            stop,
-            doorbell: Mutex::new(Some(listener)),
-        })
-    }
+mod batch;
 
+/// What a transaction needs: a pooled connection, and the hub to wake local pollers after
+/// it commits.
+#[derive(Clone)]
+pub(super) struct Conns {
+    pool: Pool,
+    hub: Arc<Hub>,
+}
+
+impl Conns {
     async fn conn(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool
             .get()
@@ -351,6 +330,61 @@ impl PgStore {
             self.hub.notify(user, seq, event);
         }
         Ok(value)
+    }
+
+    /// One message in its own transaction.
+    async fn send_one(&self, msg: &NewMessage) -> StoreResult<SentMessage> {
+        in_tx!(self, "sending a message", |c, p| async {
+            messages::send(c, msg, &mut p).await.map(|(s, _)| s)
+        })
+    }
+}
+
+impl PgStore {
+    /// Connects, migrates (under an advisory lock, so relays starting together do not race)
+    /// and starts listening for other relays' wake-ups.
+    pub async fn open(opts: PgOptions, hub: Arc<Hub>) -> StoreResult<PgStore> {
+        let config = schema::config(&opts.url)?;
+        schema::migrate(&config).await?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(2))
+            // A database that is down answers 503 in seconds rather than hanging requests.
+            .wait_timeout(Some(Duration::from_secs(3)))
+            .create_timeout(Some(Duration::from_secs(3)))
+            .recycle_timeout(Some(Duration::from_secs(3)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::PgPool(e.to_string()))?;
+        let stop = CancellationToken::new();
+        let listener = tokio::spawn(doorbell::listen(config, hub.clone(), stop.clone()));
+        let conns = Conns { pool, hub };
+        Ok(PgStore {
+            batcher: batch::Batcher::start(conns.clone()),
+            conns,
+            stop,
+            doorbell: Mutex::new(Some(listener)),
+        })
+    }
+
+    async fn conn(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.conns.conn().await
+    }
+
+    async fn finish<R>(
+        &self,
+        tx: deadpool_postgres::Transaction<'_>,
+        pending: Pending,
+        result: StoreResult<R>,
+        action: &'static str,
+    ) -> StoreResult<R> {
+        self.conns.finish(tx, pending, result, action).await
     }
 }
 
@@ -477,9 +511,11 @@ impl Store for PgStore {
     }
 
     async fn send(&self, msg: NewMessage) -> StoreResult<SentMessage> {
-        in_tx!(self, "sending a message", |c, p| async {
-            messages::send(c, &msg, &mut p).await.map(|(s, _)| s)
-        })
+        if batch::batchable(&msg) {
+            self.batcher.send(msg).await
+        } else {
+            self.conns.send_one(&msg).await
+        }
     }
 
     async fn poll(&self, user_id: i64, after: u64, limit: u32) -> StoreResult<Vec<Message>> {
@@ -870,6 +906,6 @@ impl Store for PgStore {
         if let Some(h) = handle {
             let _ = h.await;
         }
-        self.pool.close();
+        self.conns.pool.close();
     }
 }
