@@ -8,7 +8,7 @@
 //! recipient fails only its own send, and a batch that fails as a whole is stored again one
 //! message per transaction, so an error names the send that caused it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
@@ -24,11 +24,6 @@ const MAX_BATCH: usize = 128;
 const WORKERS: usize = 4;
 
 type Job = (NewMessage, oneshot::Sender<StoreResult<SentMessage>>);
-
-/// Conversations this relay has seen recorded (rows of `dm_peers` are never deleted), so a
-/// batch writes only new ones; bounded by starting over when full.
-type Known = Arc<std::sync::Mutex<HashSet<(i64, i64)>>>;
-const KNOWN_PAIRS: usize = 200_000;
 
 /// The queue the workers take batches from; they end when it is dropped.
 pub(super) struct Batcher {
@@ -50,9 +45,8 @@ impl Batcher {
     pub(super) fn start(conns: Conns) -> Batcher {
         let (queue, rx) = mpsc::channel::<Job>(MAX_BATCH * WORKERS * 4);
         let rx = Arc::new(Mutex::new(rx));
-        let known = Known::default();
         for _ in 0..WORKERS {
-            tokio::spawn(work(rx.clone(), conns.clone(), known.clone()));
+            tokio::spawn(work(rx.clone(), conns.clone()));
         }
         Batcher { queue }
     }
@@ -67,9 +61,8 @@ impl Batcher {
     }
 }
 
-async fn work(rx: Arc<Mutex<mpsc::Receiver<Job>>>, conns: Conns, known: Known) {
+async fn work(rx: Arc<Mutex<mpsc::Receiver<Job>>>, conns: Conns) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    let mut fresh = Vec::new();
     loop {
         // One worker waits for the next send while the others store theirs; what queued
         // meanwhile is the next batch.
@@ -77,15 +70,8 @@ async fn work(rx: Arc<Mutex<mpsc::Receiver<Job>>>, conns: Conns, known: Known) {
             return;
         }
         let (msgs, answers): (Vec<NewMessage>, Vec<_>) = jobs.drain(..).unzip();
-        let results = match store(&conns, &msgs, &known, &mut fresh).await {
-            Ok(results) => {
-                let mut k = known.lock().unwrap_or_else(|p| p.into_inner());
-                if k.len() + fresh.len() > KNOWN_PAIRS {
-                    k.clear();
-                }
-                k.extend(fresh.drain(..));
-                results
-            }
+        let results = match store(&conns, &msgs).await {
+            Ok(results) => results,
             Err(e) => {
                 if msgs.len() > 1 {
                     tracing::debug!(
@@ -107,24 +93,14 @@ async fn work(rx: Arc<Mutex<mpsc::Receiver<Job>>>, conns: Conns, known: Known) {
     }
 }
 
-/// Stores a batch; `fresh` gets the conversations it recorded (known once it commits).
-async fn store(
-    conns: &Conns,
-    msgs: &[NewMessage],
-    known: &Known,
-    fresh: &mut Vec<(i64, i64)>,
-) -> StoreResult<Vec<StoreResult<SentMessage>>> {
-    in_tx!(conns, "sending messages", |c, p| send_dms(
-        c, msgs, known, fresh, &mut p
-    ))
+async fn store(conns: &Conns, msgs: &[NewMessage]) -> StoreResult<Vec<StoreResult<SentMessage>>> {
+    in_tx!(conns, "sending messages", |c, p| send_dms(c, msgs, &mut p))
 }
 
 /// Stores direct messages (every one `batchable`); the result per message, in order.
 async fn send_dms(
     c: &impl GenericClient,
     msgs: &[NewMessage],
-    known: &Known,
-    fresh: &mut Vec<(i64, i64)>,
     p: &mut Pending,
 ) -> StoreResult<Vec<StoreResult<SentMessage>>> {
     let address = |m: &NewMessage| match &m.target {
@@ -190,24 +166,16 @@ async fn send_dms(
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
-    {
-        let k = known.lock().unwrap_or_else(|p| p.into_inner());
-        pairs.retain(|pair| !k.contains(pair));
-    }
-    fresh.clear();
-    if !pairs.is_empty() {
-        let (a, b): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
-        execute(
-            c,
-            "recording conversations",
-            "INSERT INTO dm_peers (user_id, peer_id)
-             SELECT * FROM unnest($1::bigint[], $2::bigint[]) ORDER BY 1, 2
-             ON CONFLICT DO NOTHING",
-            &[&a, &b],
-        )
-        .await?;
-        *fresh = pairs;
-    }
+    let (a, b): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
+    execute(
+        c,
+        "recording conversations",
+        "INSERT INTO dm_peers (user_id, peer_id)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[]) ORDER BY 1, 2
+         ON CONFLICT DO NOTHING",
+        &[&a, &b],
+    )
+    .await?;
 
     let stored: Vec<(&NewMessage, i64)> = msgs
         .iter()

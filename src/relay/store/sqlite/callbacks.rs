@@ -183,9 +183,11 @@ pub(super) fn queue(
     if at != Some((from as i64, 1)) {
         return Ok(false);
     }
-    conn.prepare_cached("UPDATE callbacks SET cursor = ?1 WHERE id = ?2")
-        .and_then(|mut st| st.execute(params![to as i64, callback_id]))
-        .map_err(sqlite_err("moving a callback cursor"))?;
+    conn.execute(
+        "UPDATE callbacks SET cursor = ?1 WHERE id = ?2",
+        params![to as i64, callback_id],
+    )
+    .map_err(sqlite_err("moving a callback cursor"))?;
     let mut st = conn
         .prepare_cached(
             "INSERT INTO callback_outbox (callback_id, webhook_id, payload, not_before,
@@ -246,24 +248,22 @@ pub(super) fn next_due(conn: &Connection) -> StoreResult<Option<i64>> {
 
 pub(super) fn end(conn: &Connection, id: i64, end: &AttemptEnd, now: i64) -> StoreResult<()> {
     let r = match end {
-        AttemptEnd::Delivered { status } => conn
-            .prepare_cached(
-                "UPDATE callback_outbox SET state = 'delivered', attempts = attempts + 1,
+        AttemptEnd::Delivered { status } => conn.execute(
+            "UPDATE callback_outbox SET state = 'delivered', attempts = attempts + 1,
                     last_status = ?1, last_error = NULL, delivered_at = ?2, payload = ''
              WHERE id = ?3 AND state = 'pending'",
-            )
-            .and_then(|mut st| st.execute(params![status, now, id])),
+            params![status, now, id],
+        ),
         AttemptEnd::Retry {
             status,
             error,
             not_before,
-        } => conn
-            .prepare_cached(
-                "UPDATE callback_outbox SET attempts = attempts + 1, last_status = ?1,
+        } => conn.execute(
+            "UPDATE callback_outbox SET attempts = attempts + 1, last_status = ?1,
                     last_error = ?2, not_before = ?3
              WHERE id = ?4 AND state = 'pending'",
-            )
-            .and_then(|mut st| st.execute(params![status, error, not_before, id])),
+            params![status, error, not_before, id],
+        ),
         AttemptEnd::Dead {
             status,
             error,

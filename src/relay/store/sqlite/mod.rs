@@ -167,11 +167,6 @@ pub(super) fn sqlite_err(action: &'static str) -> impl FnOnce(rusqlite::Error) -
     move |source| StoreError::Sqlite { action, source }
 }
 
-/// Prepared statements kept per connection: more than the distinct statements a busy relay
-/// runs (sends, polls, sessions, callbacks, voice), so none is parsed again; rusqlite's
-/// default of 16 is smaller than that.
-const STATEMENT_CACHE: usize = 256;
-
 fn pragmas(sync: SyncMode) -> String {
     let sync = match sync {
         SyncMode::Full => "FULL",
@@ -226,15 +221,12 @@ impl SqliteStore {
             })?;
 
         let init_sql = pragmas(opts.sync);
-        let manager = SqliteConnectionManager::file(&opts.path).with_init(move |c| {
-            c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            c.execute_batch(&init_sql)
-        });
+        let manager = SqliteConnectionManager::file(&opts.path)
+            .with_init(move |c| c.execute_batch(&init_sql));
         let readers = r2d2::Pool::builder()
             .max_size(opts.readers.max(1))
             .build(manager)?;
 
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // The writer never checkpoints inline; a thread of its own does.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -65536;")
             .map_err(open_err)?;
