@@ -298,9 +298,28 @@ async fn an_accepted_event_is_delivered_after_a_crash_at_each_step() {
         let rx = Receiver::start(&sb, "rx");
         let (_, secret) = subscribe(&api, &ana, json!({"url": rx.url})).await;
         rx.trust(&secret);
-        let id = api.send(&bob, "bob", "ana", "survive the crash").await;
+        // The crash can come before the answer is written: the send is then retried with
+        // the same client id after the restart and must name the one message stored.
+        let body = json!({"phone_id": "pchat_free_phone", "channel": "pchat", "source": "bob",
+                          "to": "ana", "text": "survive the crash", "client_message_id": point});
+        let first = api.try_post("/api/v1/messages", &bob, body.clone()).await;
         relay.wait_aborted(WAIT);
         relay.restart_env(&private());
+        let api = relay.api();
+        let (st, again) = api.post("/api/v1/messages", Some(&bob), body).await;
+        assert_eq!(st, 200, "{point}: {again}");
+        let id = again["message_id"]
+            .as_str()
+            .expect("message id")
+            .to_string();
+        if let Ok((st, v)) = first {
+            assert_eq!(st, 200, "{point}: {v}");
+            assert_eq!(
+                v["message_id"],
+                id.as_str(),
+                "{point}: a retry is not a second message"
+            );
+        }
         let got = rx.next();
         assert_eq!(
             got["body"]["data"]["message"]["message_id"],
@@ -309,7 +328,6 @@ async fn an_accepted_event_is_delivered_after_a_crash_at_each_step() {
         );
         assert_eq!(got["verified"], true, "{point}");
         // Once: nothing else arrives for it after the restart's delivery is recorded.
-        let api = relay.api();
         let (_, list) = api.get(BASE, Some(&ana)).await;
         let cb = list["callbacks"][0]["callback_id"]
             .as_str()

@@ -526,6 +526,25 @@ impl Api {
         (status, value, headers)
     }
 
+    /// A JSON POST that may lose its answer (the relay crashing mid-request): `Err` then.
+    pub async fn try_post(
+        &self,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let resp = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .header("X-PChat-Session", token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let value = resp.json::<Value>().await?;
+        Ok((status, value))
+    }
+
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let (s, v, _) = self
             .raw(
