@@ -331,6 +331,8 @@ fn the_packaged_relay_installs_by_its_readme() {
         "start_relay.sh",
         "gts-webchat-relay.service",
         "README.md",
+        "Dockerfile",
+        "docker-compose.private-relay.yml",
     ] {
         assert!(pkg.join(f).is_file(), "{f} is in the package");
     }
@@ -357,6 +359,7 @@ fn the_packaged_relay_installs_by_its_readme() {
     assert!(readme.contains("cp relay/.env.example relay/.env.local"));
     assert!(readme.contains("WEBCHAT_RELAY_PORT=5110 ./start_relay.sh"));
     std::fs::copy(pkg.join("relay/.env.example"), pkg.join("relay/.env.local")).unwrap();
+    the_compose_file_is_valid_and_keeps_data_on_volumes(&pkg, &readme);
     let mut cmd = std::process::Command::new(pkg.join("start_relay.sh"));
     cmd.current_dir(&pkg).env("WEBCHAT_RELAY_PORT", "0");
     let relay = Background::start_cmd(cmd, Vec::<String>::new(), sb.path(), "packaged");
@@ -370,6 +373,48 @@ fn the_packaged_relay_installs_by_its_readme() {
     assert_eq!(health["ok"], true);
     assert!(pkg.join("data/bridge.db").is_file(), "data under ./data");
     relay.terminate();
+}
+
+/// No Docker engine runs here: the compose file is checked by the real docker-compose
+/// (`config` parses, interpolates and validates it without an engine), and every file the
+/// Dockerfile copies must be in the package.
+fn the_compose_file_is_valid_and_keeps_data_on_volumes(pkg: &std::path::Path, readme: &str) {
+    assert!(
+        readme.contains("docker compose -f docker-compose.private-relay.yml up -d --build"),
+        "the README gives the seed's Docker command"
+    );
+    let out = std::process::Command::new("docker-compose")
+        .args(["-f", "docker-compose.private-relay.yml", "config"])
+        .current_dir(pkg)
+        .env("WEBCHAT_UID", "1234")
+        .env("WEBCHAT_GID", "1234")
+        .output()
+        .expect("docker-compose is installed (apt-get install docker-compose; .ci/run does it)");
+    let config = ok(&out);
+    for want in [
+        "restart: unless-stopped",
+        "relay/data:/data",
+        "relay/pchat_uploads:/uploads",
+        "http://127.0.0.1:5110/health",
+        "127.0.0.1:5110:5110",
+        "user: 1234:1234",
+        "BRIDGE_DB_PATH: /data/bridge.db",
+        // relay/.env.local reaches the container.
+        "SMTP_HOST: smtp.example.com",
+    ] {
+        assert!(config.contains(want), "compose config has {want}:\n{config}");
+    }
+    let dockerfile = std::fs::read_to_string(pkg.join("Dockerfile")).unwrap();
+    let copies: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!copies.is_empty(), "{dockerfile}");
+    for c in copies {
+        assert!(pkg.join(c).exists(), "the Dockerfile copies {c}, which the package has");
+    }
+    assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("USER webchat"));
 }
 
 fn block_on_current<F: std::future::Future>(f: F) -> F::Output {
