@@ -946,13 +946,14 @@ async function runSearch() {
     const r = await api('GET', '/api/v1/webchat/directory?' + new URLSearchParams({ q, limit: '30' }));
     if ($('directory-search').value.trim() !== q) return;
     list.hidden = false;
-    if (!r.results.length) {
+    // Yourself is not someone to start a chat with: an answer of only you is "no one".
+    const others = r.results.filter((e) => e.chat_address !== state.me.chat_address);
+    if (!others.length) {
       list.replaceChildren(h('li', { class: 'muted', 'data-testid': 'directory-empty' }, `No one matches “${q}”.`));
       return;
     }
     list.replaceChildren(
-      ...r.results
-        .filter((e) => e.chat_address !== state.me.chat_address)
+      ...others
         .map((e) => {
           const isGroup = e.type === 'group';
           const detail = isGroup

@@ -83,8 +83,11 @@ await run(browser, pages, ART, 'result', async () => {
   });
 
   await step('empty directory search says so', async () => {
+    // Only herself matches: she is not offered as someone to chat with.
+    await ana.locator(tid('directory-search')).fill('ana');
+    await ana.locator(tid('directory-empty'), { hasText: 'ana' }).waitFor();
     await ana.locator(tid('directory-search')).fill('zzzz-nobody');
-    await ana.locator(tid('directory-empty')).waitFor();
+    await ana.locator(tid('directory-empty'), { hasText: 'zzzz-nobody' }).waitFor();
     await ana.locator(tid('directory-search')).fill('');
   });
 
