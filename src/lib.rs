@@ -11,3 +11,4 @@ pub mod hosts;
 pub mod mcp;
 pub mod private_fs;
 pub mod relay;
+pub mod service_manager;

@@ -399,6 +399,15 @@ async fn failing_hook_retries_then_dead_letters_and_retry_runs_it_again() {
     });
     assert!(lines_of(&attempts).contains(&"doomed 1".to_string()));
     assert_eq!(lines_of(&attempts).last().unwrap(), "doomed 1");
+    // Every attempt counted: doomed ×2 (failed), next, the retried doomed.
+    let st = status(sb, "fail");
+    assert_eq!(
+        (st["hook_runs"].as_u64(), st["hook_failures"].as_u64()),
+        (Some(4), Some(2)),
+        "{st}"
+    );
+    let text = ok(&gw(sb, &["daemon", "status", "--task", "fail"]));
+    assert!(text.contains("hook runs:    4 (2 failed)"), "{text}");
     w.stop("fail");
 }
 
@@ -882,4 +891,132 @@ async fn install_writes_the_unit_and_enables_it() {
             .join("config/systemd/user/gts-webchat@.service")
             .exists()
     );
+}
+
+/// systemd's notify protocol for `daemon run` under `Type=notify`, read from a socket of our
+/// own as systemd would: READY once the control socket answers, keep-alives at half
+/// WatchdogSec, none while the daemon is hung (SIGSTOP), STOPPING at shutdown; and a hook
+/// never sees NOTIFY_SOCKET, so an AI host it runs cannot speak for the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_run_speaks_sd_notify_and_its_hooks_do_not_inherit_it() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    let socket = NotifySocket::bind(sb);
+    let recv = |limit| socket.recv(limit);
+    let seen = sb.path().join("hook-env.log");
+    let hook = script(
+        sb,
+        "hook.sh",
+        &format!(
+            "cat >/dev/null\necho \"notify=${{NOTIFY_SOCKET:-unset}} watchdog=${{WATCHDOG_USEC:-unset}}\" >> {}",
+            seen.display()
+        ),
+    );
+    let mut cmd = sb.cmd();
+    cmd.env("NOTIFY_SOCKET", &socket.path)
+        .env("WATCHDOG_USEC", "400000");
+    let daemon = Background::start_cmd(
+        cmd,
+        [
+            "daemon",
+            "run",
+            "--task",
+            "sd",
+            "--as",
+            "agent-1",
+            "--on-message",
+            hook.to_str().unwrap(),
+        ],
+        sb.path(),
+        "daemon-run",
+    );
+    const LIMIT: Duration = Duration::from_secs(20);
+    assert_eq!(recv(LIMIT).as_deref(), Some("READY=1"));
+    // Ready means answering.
+    assert_eq!(status(sb, "sd")["task"], "sd");
+    assert_eq!(recv(LIMIT).as_deref(), Some("WATCHDOG=1"));
+    assert_eq!(recv(LIMIT).as_deref(), Some("WATCHDOG=1"));
+
+    w.tell("agent-1", "env check").await;
+    let lines = wait_lines(&seen, 1, "the hook ran");
+    assert_eq!(lines, vec!["notify=unset watchdog=unset"]);
+
+    // Hung: not one keep-alive over three watchdog periods, so systemd would restart it.
+    let pid = daemon.child.id();
+    signal(pid, "STOP");
+    while recv(Duration::from_millis(50)).is_some() {} // sent before the stop
+    assert_eq!(recv(Duration::from_millis(1200)), None);
+    signal(pid, "CONT");
+    assert_eq!(recv(LIMIT).as_deref(), Some("WATCHDOG=1"));
+    let exit = daemon.terminate();
+    assert!(exit.success(), "{exit:?}");
+    let mut rest = Vec::new();
+    while let Some(m) = recv(Duration::from_millis(200)) {
+        rest.push(m);
+    }
+    assert!(rest.iter().any(|m| m == "STOPPING=1"), "{rest:?}");
+}
+
+/// `gts-webchat watchdog --task T` without systemd: a hung daemon (SIGSTOP) is killed and
+/// started again with its saved settings, a killed one is started again, each with the reason
+/// on stderr, and the restarted daemon receives what was sent meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_restarts_a_hung_or_dead_daemon() {
+    let w = World::new().await;
+    let sb = &w.sb;
+    // Never started: nothing to restart it with.
+    let never = gw(sb, &["watchdog", "--task", "nobody"]);
+    assert_eq!(never.status.code(), Some(2), "{}", err(&never));
+    assert!(
+        err(&never).contains("has never been started"),
+        "{}",
+        err(&never)
+    );
+
+    ok(&w.start("wd", &[]));
+    let first = w.daemon_pid("wd");
+    let dog = Background::start(
+        sb,
+        [
+            "watchdog",
+            "--interval",
+            "0.2",
+            "--timeout",
+            "0.5",
+            "--task",
+            "wd",
+        ],
+        "watchdog",
+    );
+    dog.wait_stderr("watching the daemon for task wd");
+
+    signal(first, "STOP");
+    dog.wait_stderr("the daemon for task wd did not answer on its socket within 0.5 s twice in a row; restarting it");
+    let second = wait_for(Duration::from_secs(30), "a new daemon", || {
+        let st = status(sb, "wd");
+        st["pid"].as_u64().filter(|p| *p as u32 != first)
+    }) as u32;
+    assert!(
+        !Path::new(&format!("/proc/{first}/status")).exists() || {
+            std::fs::read_to_string(format!("/proc/{first}/stat")).is_ok_and(|s| s.contains(") Z "))
+        },
+        "the hung daemon was killed"
+    );
+
+    signal(second, "KILL");
+    dog.wait_stderr("the daemon for task wd is not running; restarting it");
+    wait_for(Duration::from_secs(30), "a third daemon", || {
+        let st = status(sb, "wd");
+        st["pid"]
+            .as_u64()
+            .filter(|p| *p as u32 != first && *p as u32 != second)
+    });
+    let mid = w.tell("agent-1", "after two restarts").await;
+    let got = wait_inbox(sb, "wd", 1);
+    assert_eq!(got[0]["message_id"], json!(mid));
+    let exit = dog.terminate();
+    assert!(exit.success(), "{exit:?}");
+    // The watchdog leaves the daemon running.
+    assert!(status(sb, "wd")["pid"].as_u64().is_some());
+    w.stop("wd");
 }

@@ -402,7 +402,10 @@ fn the_compose_file_is_valid_and_keeps_data_on_volumes(pkg: &std::path::Path, re
         // relay/.env.local reaches the container.
         "SMTP_HOST: smtp.example.com",
     ] {
-        assert!(config.contains(want), "compose config has {want}:\n{config}");
+        assert!(
+            config.contains(want),
+            "compose config has {want}:\n{config}"
+        );
     }
     let dockerfile = std::fs::read_to_string(pkg.join("Dockerfile")).unwrap();
     let copies: Vec<&str> = dockerfile
@@ -412,7 +415,10 @@ fn the_compose_file_is_valid_and_keeps_data_on_volumes(pkg: &std::path::Path, re
         .collect();
     assert!(!copies.is_empty(), "{dockerfile}");
     for c in copies {
-        assert!(pkg.join(c).exists(), "the Dockerfile copies {c}, which the package has");
+        assert!(
+            pkg.join(c).exists(),
+            "the Dockerfile copies {c}, which the package has"
+        );
     }
     assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("USER webchat"));
 }
@@ -429,19 +435,10 @@ fn block_on_current<F: std::future::Future>(f: F) -> F::Output {
 /// keep-alives at half WatchdogSec, none while the relay is hung, STOPPING at shutdown.
 #[test]
 fn the_relay_speaks_sd_notify_and_stops_its_keepalives_when_hung() {
-    use std::os::unix::net::UnixDatagram;
     let sb = Sandbox::new();
-    let path = sb.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&path).unwrap();
-    let recv = |limit: std::time::Duration| -> Option<String> {
-        socket.set_read_timeout(Some(limit)).unwrap();
-        let mut buf = [0u8; 512];
-        socket
-            .recv(&mut buf)
-            .ok()
-            .map(|n| String::from_utf8_lossy(&buf[..n]).trim().to_string())
-    };
-    let notify = path.display().to_string();
+    let socket = NotifySocket::bind(&sb);
+    let recv = |limit| socket.recv(limit);
+    let notify = socket.path.display().to_string();
     let mut relay = Relay::start_with(
         &sb,
         &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "400000")],

@@ -475,6 +475,12 @@ fn print_status(st: &Status) -> CliResult {
             h.detail
         ));
     }
+    if st.hook_runs > 0 {
+        l.push(format!(
+            "  hook runs:    {} ({} failed)",
+            st.hook_runs, st.hook_failures
+        ));
+    }
     if !st.dead_letters.is_empty() {
         l.push(format!(
             "  dead letters: {} (run `gts-webchat daemon retry --task {}`)",

@@ -340,6 +340,8 @@ mod tests {
                 queue_depth: 0,
                 running_hook: None,
                 last_hook: None,
+                hook_runs: 0,
+                hook_failures: 0,
                 dead_letters: Vec::new(),
                 outbox: 0,
                 claimed_seq: 0,

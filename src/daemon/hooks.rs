@@ -232,6 +232,9 @@ pub async fn run_once(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+    for k in crate::service_manager::ENV {
+        cmd.env_remove(k);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

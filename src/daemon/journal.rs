@@ -207,7 +207,7 @@ impl Durable {
                         advance(s, *t);
                     }
                     if let Some(r) = result {
-                        s.last_hook = Some(r.clone());
+                        record_run(s, r);
                     }
                     s.dead.retain(|d| !undead.contains(&d.record.seq));
                     s.outbox.extend(outgoing.iter().cloned());
@@ -215,7 +215,7 @@ impl Durable {
                 Ok(Applied::Done)
             }
             Event::Attempted(result) => {
-                self.save(|s| s.last_hook = Some(result.clone()))?;
+                self.save(|s| record_run(s, result))?;
                 Ok(Applied::Done)
             }
             Event::DeadLettered {
@@ -227,7 +227,7 @@ impl Durable {
                     if let Some(t) = through {
                         advance(s, *t);
                     }
-                    s.last_hook = Some(result.clone());
+                    record_run(s, result);
                     for d in dead {
                         s.dead.retain(|x| x.record.seq != d.record.seq);
                         s.dead.push(d.clone());
@@ -258,6 +258,15 @@ impl Durable {
             inbox_bytes: self.inbox.len(),
         })
     }
+}
+
+/// Every hook run that finished (each attempt), counted for `daemon status`.
+fn record_run(s: &mut DaemonState, r: &HookResult) {
+    s.hook_runs += 1;
+    if !r.ok {
+        s.hook_failures += 1;
+    }
+    s.last_hook = Some(r.clone());
 }
 
 /// Hook progress only moves forward.

@@ -75,6 +75,11 @@ pub struct Status {
     pub queue_depth: usize,
     pub running_hook: Option<RunningHook>,
     pub last_hook: Option<HookResult>,
+    /// Hook runs that finished (every attempt) and how many failed, since the task began.
+    #[serde(default)]
+    pub hook_runs: u64,
+    #[serde(default)]
+    pub hook_failures: u64,
     pub dead_letters: Vec<DeadLetter>,
     /// Replies decided but not yet taken by the relay.
     #[serde(default)]

@@ -77,6 +77,12 @@ pub struct DaemonState {
     pub dead: Vec<DeadLetter>,
     #[serde(default)]
     pub last_hook: Option<HookResult>,
+    /// Hook runs that finished (every attempt), and how many of them failed, since the task
+    /// was first started.
+    #[serde(default)]
+    pub hook_runs: u64,
+    #[serde(default)]
+    pub hook_failures: u64,
     /// Decided, not yet acknowledged by the relay; sent in order.
     #[serde(default)]
     pub outbox: Vec<Outgoing>,

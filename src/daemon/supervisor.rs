@@ -31,9 +31,10 @@ use super::protocol::{ClaimBody, HistoryBody, PROTOCOL_VERSION, Phase, SendBody,
 use super::runner::{RunnerMsg, RunnerView};
 use super::session::Sessions;
 use super::settings::{BusyPolicy, TaskSettings};
-use super::{presence, receiver, replies, runner};
+use super::{launch, presence, receiver, replies, runner};
 use crate::api::messages::{Message, SendRequest};
 use crate::api::{FREE_PHONE_ID, PCHAT_CHANNEL, now_millis, rfc3339_from_millis};
+use crate::service_manager;
 
 /// What presence should say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +125,8 @@ impl Controller for Daemon {
             queue_depth: runner.queue_depth + self.handed.load(Ordering::Relaxed),
             running_hook: runner.running,
             last_hook: saved.state.last_hook.clone(),
+            hook_runs: saved.state.hook_runs,
+            hook_failures: saved.state.hook_failures,
             dead_letters: saved.state.dead.clone(),
             outbox: saved.state.outbox.len(),
             claimed_seq: saved.state.claimed_seq,
@@ -310,6 +313,19 @@ pub async fn run(
     tracing::info!(task = %task, pid = std::process::id(), "daemon started");
 
     let control = tokio::spawn(control::serve(listener, d.clone(), shutdown.clone()));
+    // The socket is bound and served from here on: `daemon status` answers.
+    service_manager::ready("daemon");
+    let keep_alive = {
+        let paths = d.paths.clone();
+        tokio::spawn(service_manager::keep_alive(
+            shutdown.clone(),
+            "the control socket",
+            move || {
+                let paths = paths.clone();
+                async move { launch::status(&paths).await.map(|_| ()) }
+            },
+        ))
+    };
     let signals = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -333,6 +349,8 @@ pub async fn run(
     let receiver = tokio::spawn(receiver::receive(d.clone()));
 
     shutdown.cancelled().await;
+    service_manager::stopping();
+    keep_alive.abort();
     if d.health.phase() != Phase::Failed {
         d.health.set_phase(Phase::Stopping);
     }

@@ -18,7 +18,6 @@ pub mod mailer;
 pub mod messages;
 pub mod origin;
 pub mod presence;
-pub mod service_manager;
 pub mod store;
 pub mod telemetry;
 pub mod voice;
@@ -666,11 +665,21 @@ pub async fn run(config: RelayConfig) -> Result<(), RelayError> {
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: releasing long-polls and flushing storage");
-        service_manager::stopping();
+        crate::service_manager::stopping();
         shutdown.cancel();
     });
-    service_manager::ready();
-    tokio::spawn(service_manager::keep_alive(state.clone()));
+    crate::service_manager::ready("relay");
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let store = state.store.clone();
+            crate::service_manager::keep_alive(state.shutdown.clone(), "storage", || {
+                let store = store.clone();
+                async move { store.stream_head(0).await.map(|_| ()) }
+            })
+            .await
+        });
+    }
     serve(listener, state).await
 }
 

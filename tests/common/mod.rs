@@ -955,3 +955,29 @@ pub fn status(sb: &Sandbox, task: &str) -> Value {
     let o = gw(sb, &["daemon", "status", "--task", task, "--json"]);
     serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
 }
+
+/// A socket standing in for systemd's NOTIFY_SOCKET: what a `Type=notify` process tells it.
+pub struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    pub path: PathBuf,
+}
+
+impl NotifySocket {
+    pub fn bind(sb: &Sandbox) -> NotifySocket {
+        let path = sb.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("a notify socket");
+        NotifySocket { socket, path }
+    }
+
+    /// The next datagram within `limit`, if one comes.
+    pub fn recv(&self, limit: Duration) -> Option<String> {
+        self.socket
+            .set_read_timeout(Some(limit))
+            .expect("a read timeout");
+        let mut buf = [0u8; 512];
+        self.socket
+            .recv(&mut buf)
+            .ok()
+            .map(|n| String::from_utf8_lossy(&buf[..n]).trim().to_string())
+    }
+}
