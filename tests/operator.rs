@@ -526,3 +526,92 @@ async fn the_watchdog_restarts_a_hung_relay() {
     assert_eq!(texts, ["before the hang"]);
     assert_eq!(dog.terminate().code(), Some(0));
 }
+
+/// `gts-webchat doctor` against a real relay, persona and daemon: all pass (exit 0), then each
+/// breakage turns its own line to FAIL with what to do, and the exit code says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_relay_personas_daemons_and_hosts() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut w = common::world::World::new().await;
+    let sb = &w.sb;
+    let hook = script(sb, "hook.sh", "cat >/dev/null");
+    ok(&gw(
+        sb,
+        &[
+            "daemon",
+            "start",
+            "--task",
+            "doc",
+            "--as",
+            "agent-1",
+            "--on-message",
+            hook.to_str().unwrap(),
+        ],
+    ));
+    let url = w.relay.url.trim_end_matches('/').to_string();
+
+    let good = gw(sb, &["doctor"]);
+    let text = ok(&good);
+    for want in [
+        format!("ok   relay {url}: reachable"),
+        format!("ok   relay {url} version: {}", env!("CARGO_PKG_VERSION")),
+        format!("ok   relay {url} TLS: plain http on loopback"),
+        format!("ok   relay {url} login codes: shown on screen"),
+        format!("ok   persona agent-1 (agent@example.com): token accepted by {url}"),
+        "ok   daemon doc: running".to_string(),
+        format!(
+            "ok   daemon doc hook: {}",
+            hook.canonicalize().unwrap().display()
+        ),
+    ] {
+        assert!(text.contains(&want), "{want:?} in:\n{text}");
+    }
+    // Hosts are information, on PATH or not.
+    assert!(
+        text.lines().any(|l| l.starts_with("info host codex: ")),
+        "{text}"
+    );
+    assert!(!text.contains("FAIL"), "{text}");
+
+    // --json: one object per line.
+    let json_out = ok(&gw(sb, &["doctor", "--json"]));
+    let rows: Vec<Value> = json_out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert!(
+        rows.iter()
+            .all(|r| ["ok", "info"].contains(&r["status"].as_str().unwrap()))
+    );
+    assert!(rows.iter().any(|r| r["check"] == json!("daemon doc")));
+
+    // A hook that lost its exec bit.
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bad = gw(sb, &["doctor"]);
+    assert_eq!(bad.status.code(), Some(4), "{}", ok_or_err(&bad));
+    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL daemon doc hook:") && l.contains("chmod +x")),
+        "{text}"
+    );
+    assert!(err(&bad).contains("1 check(s) failed"), "{}", err(&bad));
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    // The relay gone: its checks and the persona's fail.
+    ok(&gw(sb, &["daemon", "stop", "--task", "doc"]));
+    w.relay.terminate();
+    let down = gw(sb, &["doctor"]);
+    assert_eq!(down.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&down.stdout).to_string();
+    assert!(
+        text.contains(&format!("FAIL relay {url}: not reachable")),
+        "{text}"
+    );
+    assert!(text.contains("FAIL persona agent-1"), "{text}");
+    assert!(text.contains("info daemon doc: not running"), "{text}");
+}
+
+fn ok_or_err(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), err(o))
+}

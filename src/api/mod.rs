@@ -86,6 +86,12 @@ pub struct HealthResponse {
     pub max_upload_bytes: u64,
     /// The storage this relay uses: `sqlite` or `postgres`.
     pub database: String,
+    /// Login codes go out by email (SMTP is configured).
+    #[serde(default)]
+    pub smtp: bool,
+    /// Login codes are shown to whoever asks (development mode; never on a public relay).
+    #[serde(default)]
+    pub dev_codes: bool,
 }
 
 /// Accepts a cursor written as a JSON string (`"42"`) or number (`42`): the cursor is opaque

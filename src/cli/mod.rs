@@ -4,6 +4,7 @@
 mod compat;
 mod daemon_cmd;
 mod docs;
+mod doctor_cmd;
 pub mod exit;
 mod hosts_cmd;
 mod mcp_cmd;
@@ -60,6 +61,8 @@ pub enum Command {
     HostHook(hosts_cmd::HostHookArgs),
     /// The seed's webchat_cli.py flags, unchanged (`gts-webchat cli EMAIL --name … --watch`).
     Cli(compat::CompatArgs),
+    /// Check this machine's relays, personas' tokens, daemons and AI host CLIs; one line each.
+    Doctor(doctor_cmd::DoctorArgs),
     /// Print a shell completion script.
     Completions(docs::CompletionsArgs),
     /// Print the man page.
@@ -117,6 +120,10 @@ pub fn main() -> i32 {
         Command::Mcp(args) => mcp_cmd::run(args),
         Command::Hosts(cmd) => hosts_cmd::dispatch(cmd),
         Command::HostHook(args) => hosts_cmd::host_hook(args),
+        Command::Doctor(args) => {
+            init_stderr_logging("warn");
+            doctor_cmd::run(args)
+        }
         Command::Completions(args) => docs::completions(&args),
         Command::Man => docs::man(),
     };

@@ -213,6 +213,8 @@ async fn health(
             "sqlite"
         }
         .to_string(),
+        smtp: state.config.smtp.is_some(),
+        dev_codes: state.config.expose_codes(),
     }))
 }
 
