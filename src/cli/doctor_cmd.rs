@@ -226,7 +226,7 @@ async fn daemon_checks(out: &mut Vec<Check>) {
                     ),
                 });
             }
-            Ok(Err(_)) if lock_free(&paths).await => {
+            Ok(Err(_)) if launch::lock_is_free_async(&paths).await => {
                 let last = std::fs::read_to_string(&paths.last_error).ok();
                 out.push(match last {
                     Some(e) => check(
@@ -252,14 +252,6 @@ async fn daemon_checks(out: &mut Vec<Check>) {
         }
         hook_check(&name, &paths, out);
     }
-}
-
-/// Waiting out a dead daemon's remnant may take seconds: off the async thread.
-async fn lock_free(paths: &TaskPaths) -> bool {
-    let p = paths.clone();
-    tokio::task::spawn_blocking(move || launch::lock_is_free(&p))
-        .await
-        .unwrap_or(false)
 }
 
 fn host_checks(out: &mut Vec<Check>) {

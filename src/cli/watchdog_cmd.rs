@@ -144,7 +144,7 @@ impl Watched {
                 None
             }
             // No daemon holds the task: it exited or was killed.
-            _ if lock_free(&self.paths).await => {
+            _ if launch::lock_is_free_async(&self.paths).await => {
                 Some(format!("the daemon for task {task} is not running"))
             }
             _ => {
@@ -163,7 +163,7 @@ impl Watched {
     async fn restart(&mut self, why: &str) {
         let task = self.paths.task.clone();
         self.restarts += 1;
-        let held = !lock_free(&self.paths).await;
+        let held = !launch::lock_is_free_async(&self.paths).await;
         let pid = launch::recorded_pid(&self.paths).filter(|_| held);
         eprintln!(
             "watchdog: {why}; restarting it ({}restart {})",
@@ -311,15 +311,6 @@ async fn watch(
             }
         }
     }
-}
-
-/// Whether no daemon holds the task (waiting out a dead one's remnant may take seconds: off
-/// the async thread).
-async fn lock_free(paths: &TaskPaths) -> bool {
-    let p = paths.clone();
-    tokio::task::spawn_blocking(move || launch::lock_is_free(&p))
-        .await
-        .unwrap_or(false)
 }
 
 /// A clean stop: the relay answers its long-polls and flushes storage.

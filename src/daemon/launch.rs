@@ -220,6 +220,15 @@ pub fn lock_is_free(paths: &TaskPaths) -> bool {
     }
 }
 
+/// `lock_is_free` from async code: waiting out a dead daemon's remnant may take seconds, so
+/// it runs off the async thread.
+pub async fn lock_is_free_async(paths: &TaskPaths) -> bool {
+    let p = paths.clone();
+    tokio::task::spawn_blocking(move || lock_is_free(&p))
+        .await
+        .unwrap_or(false)
+}
+
 /// Sets up logging in the daemon process: daily files in the task's logs folder (7 kept), and
 /// stderr too in the foreground.
 fn init_logging(
