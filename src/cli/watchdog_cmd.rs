@@ -87,6 +87,11 @@ async fn start(args: &[String]) -> Result<(Child, String), Failure> {
     }
 }
 
+/// A little longer before each further restart of something that keeps failing (≤ 5 s).
+async fn back_off(restarts: u32) {
+    tokio::time::sleep(Duration::from_millis(200 * u64::from(restarts.min(25)))).await;
+}
+
 async fn healthy(http: &reqwest::Client, url: &str) -> bool {
     http.get(format!("{url}/health"))
         .send()
@@ -177,10 +182,7 @@ impl Watched {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        tokio::time::sleep(Duration::from_millis(
-            200 * u64::from(self.restarts.min(25)),
-        ))
-        .await;
+        back_off(self.restarts).await;
         let Ok(exe) = std::env::current_exe() else {
             eprintln!("watchdog: cannot find this program to start task {task}");
             return;
@@ -254,11 +256,7 @@ impl WatchedRelay {
         );
         // SIGKILL ends a stopped or hung process too.
         let _ = self.child.kill().await;
-        // Back off a little when it keeps failing.
-        tokio::time::sleep(Duration::from_millis(
-            200 * u64::from(self.restarts.min(25)),
-        ))
-        .await;
+        back_off(self.restarts).await;
         (self.child, self.url) = start(&self.args).await?;
         self.missed = 0;
         eprintln!(
