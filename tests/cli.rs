@@ -648,3 +648,35 @@ async fn hostile_terminal_sequences_are_printed_escaped_and_json_stays_exact() {
     let v: Value = serde_json::from_str(json_out.lines().next().unwrap()).unwrap();
     assert_eq!(v["text"], json!(hostile));
 }
+
+/// `inbox --wait` holds a long-poll until a message arrives (scripts waiting for an answer),
+/// and refuses a wait the relay would not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_wait_returns_when_a_message_arrives() {
+    let sb = Sandbox::new();
+    let relay = Relay::start(&sb);
+    common::persona(&sb, &relay.url, "asker@example.com", "asker");
+    common::persona(&sb, &relay.url, "answerer@example.com", "answerer");
+    let polls = relay.requests_started("/api/v1/webchat/poll");
+    let mut waiting = sb
+        .cmd()
+        .args(["inbox", "--as", "asker", "--wait", "60", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    relay.wait_requests("/api/v1/webchat/poll", polls, 1);
+    ok(&run(
+        &sb,
+        "gts-webchat send --as answerer --to asker --message 42",
+    ));
+    let status = common::wait_child(&mut waiting, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let out = waiting.wait_with_output().unwrap();
+    let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(v["text"], json!("42"));
+    assert_eq!(v["from"], json!("answerer"));
+
+    let bad = run(&sb, "gts-webchat inbox --as asker --wait 91");
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("0 to 90"), "{}", stderr(&bad));
+}

@@ -89,7 +89,7 @@ pub async fn run(args: CompatArgs) -> CliResult {
         return messaging::watch_as(&mut persona, &opts).await;
     }
     if args.inbox {
-        return messaging::inbox_as(&mut persona, args.limit, args.json).await;
+        return messaging::inbox_as(&mut persona, args.limit, 0.0, args.json).await;
     }
     if let Some(to) = &args.to {
         if !sending {

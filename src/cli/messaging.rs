@@ -83,12 +83,22 @@ pub struct InboxArgs {
     /// Most messages to claim
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+    /// Seconds to wait for a message when none is queued (0–90; scripts waiting for an answer)
+    #[arg(long, default_value_t = 0.0, value_parser = wait_secs)]
+    pub wait: f64,
     /// Relay URL [default: the persona's]
     #[arg(long, env = "RELAY_URL")]
     pub relay: Option<String>,
     /// One JSON object per message
     #[arg(long)]
     pub json: bool,
+}
+
+fn wait_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(w) if (0.0..=90.0).contains(&w) => Ok(w),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 90")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -274,13 +284,13 @@ pub fn send_via_daemon(task: &str, args: &SendArgs) -> CliResult {
 }
 
 /// Claims queued messages once and prints them.
-pub async fn inbox_as(persona: &mut Persona, limit: u32, json: bool) -> CliResult {
+pub async fn inbox_as(persona: &mut Persona, limit: u32, wait: f64, json: bool) -> CliResult {
     let req = PollRequest {
         phone_id: Some(FREE_PHONE_ID.into()),
         chat_address: Some(persona.chat_address.clone()),
         limit: Some(limit.clamp(1, 500)),
         after: None,
-        wait: None,
+        wait: (wait > 0.0).then_some(wait),
     };
     let resp = with_session(persona, |c| {
         let req = req.clone();
@@ -302,7 +312,7 @@ pub async fn inbox_as(persona: &mut Persona, limit: u32, json: bool) -> CliResul
 
 pub async fn inbox(args: InboxArgs) -> CliResult {
     let mut persona = resolve(&args.as_, args.relay.as_deref()).await?;
-    inbox_as(&mut persona, args.limit, args.json).await
+    inbox_as(&mut persona, args.limit, args.wait, args.json).await
 }
 
 /// How long each long-poll waits; short enough that presence stays fresh between them.
