@@ -43,13 +43,14 @@ fi
 cargo test --locked "$@"
 # With no arguments, the whole integration suite once more with every relay on PostgreSQL
 # (GTSW_PG_ADMIN, default the machine's server), a fresh database per test relay. Skipped
-# there: what is about the SQLite file itself (its backup, the package's SQLite default, the
+# there: the docs (tests/docs.rs runs the relays the docs start, on their default) and what
+# is about the SQLite file itself (its backup, the package's SQLite default, the
 # data file a relay names).
 if [ "$#" -eq 0 ]; then
     suites=()
     for f in tests/*.rs; do
         name=$(basename "$f" .rs)
-        case "$name" in postgres*) ;; *) suites+=(--test "$name") ;; esac
+        case "$name" in postgres* | docs) ;; *) suites+=(--test "$name") ;; esac
     done
     echo "tests/run.sh: the integration suite again, on PostgreSQL" >&2
     GTSW_TEST_DATABASE=${GTSW_PG_ADMIN:-postgres://root@127.0.0.1:5432/test} \
